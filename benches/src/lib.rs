@@ -1,0 +1,1 @@
+//! Benchmarks and the cost simulation for the workspace; see `benches/` and `src/bin/`.
