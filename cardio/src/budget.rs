@@ -106,9 +106,30 @@ impl Budget {
     }
 }
 
-/// The running state of a [`Budget`].
-#[derive(Debug)]
-pub(crate) struct Gcra {
+/// The running state of a [`Budget`]: what has been spent, and when the next unit may be.
+///
+/// A heartbeat keeps one internally; it is public so that other rate-limited code (the
+/// `bundler` crate's call budget, for one) enforces budgets with the same arithmetic. Time is
+/// passed in, so the bucket works on any clock, Tokio's paused one included.
+///
+/// # Examples
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::time::Duration;
+/// use cardio::{Budget, TokenBucket};
+/// use tokio::time::Instant;
+///
+/// let budget = Budget::new(NonZeroU32::new(1).unwrap(), Duration::from_secs(10))
+///     .with_burst(NonZeroU32::new(2).unwrap());
+/// let mut bucket = TokenBucket::new(budget);
+/// let t0 = Instant::now();
+/// assert!(bucket.try_take(t0).is_ok());
+/// assert!(bucket.try_take(t0).is_ok()); // the burst
+/// assert_eq!(bucket.try_take(t0), Err(t0 + Duration::from_secs(10)));
+/// ```
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
     budget: Budget,
     emission: Duration,
     /// `(burst - 1) * emission`: how far ahead of the rate a beat may come.
@@ -117,11 +138,12 @@ pub(crate) struct Gcra {
     tat: Option<Instant>,
 }
 
-impl Gcra {
-    pub(crate) fn new(budget: Budget) -> Self {
+impl TokenBucket {
+    /// A full bucket for `budget`.
+    pub fn new(budget: Budget) -> Self {
         let emission = budget.emission_interval();
         let tolerance = emission.saturating_mul(budget.burst.get() - 1);
-        Gcra {
+        TokenBucket {
             budget,
             emission,
             tolerance,
@@ -129,17 +151,31 @@ impl Gcra {
         }
     }
 
-    pub(crate) fn budget(&self) -> Budget {
+    /// The budget this bucket enforces.
+    pub fn budget(&self) -> Budget {
         self.budget
     }
 
-    /// The earliest instant at which a beat conforms, or `None` if one conforms now.
-    pub(crate) fn earliest(&self) -> Option<Instant> {
+    /// The earliest instant at which a token is available, or `None` if the bucket has held
+    /// one since before any instant this clock can name.
+    pub fn earliest(&self) -> Option<Instant> {
         self.tat?.checked_sub(self.tolerance)
     }
 
-    /// Takes a token for a beat at `now`. The caller ensures `now >= earliest()`.
-    pub(crate) fn consume(&mut self, now: Instant) {
+    /// Takes a token at `now` if one is available, or returns when one will be.
+    pub fn try_take(&mut self, now: Instant) -> Result<(), Instant> {
+        match self.earliest() {
+            Some(earliest) if earliest > now => Err(earliest),
+            _ => {
+                self.take(now);
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes a token at `now`, whether or not one is available: the caller has checked
+    /// [`earliest`](TokenBucket::earliest). Taking one early borrows from the future.
+    pub fn take(&mut self, now: Instant) {
         let base = match self.tat {
             Some(tat) if tat > now => tat,
             _ => now,

@@ -17,7 +17,7 @@ use futures_core::{FusedStream, Stream};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::budget::{Budget, Gcra};
+use crate::budget::{Budget, TokenBucket};
 use crate::builder::{Builder, check_bounds};
 use crate::metrics::Metrics;
 use crate::shared::{Handle, Shared};
@@ -49,6 +49,11 @@ impl Beat {
 /// once; after that, beats come one interval after the previous one was delivered. See the
 /// [crate documentation](crate) for the model.
 ///
+/// # Cancel safety
+///
+/// Taking beats through [`tick`](Heartbeat::tick), [`poll_tick`](Heartbeat::poll_tick) or the
+/// [`Stream`] is cancel safe: a beat is consumed only when it is returned.
+///
 /// [`faster`]: Heartbeat::faster
 /// [`slower`]: Heartbeat::slower
 pub struct Heartbeat {
@@ -61,7 +66,7 @@ pub struct Heartbeat {
     /// Whether the budget pushed the pending beat past its interval.
     held: bool,
     jitter: Option<Jitter>,
-    budget: Option<Gcra>,
+    budget: Option<TokenBucket>,
     /// Identity of the waker a clone of which was last left in the shared slot.
     armed_with: Option<WakerId>,
     /// Boxed because it is `!Unpin`; allocated once, only when a token is given.
@@ -114,7 +119,7 @@ impl Heartbeat {
             held: false,
             armed_with: None,
             jitter: (b.jitter > 0.0).then(|| Jitter::new(b.jitter)),
-            budget: b.budget.map(Gcra::new),
+            budget: b.budget.map(TokenBucket::new),
             cancel: b.cancel.map(|token| Box::pin(token.cancelled_owned())),
             done: false,
         }
@@ -223,7 +228,7 @@ impl Heartbeat {
         }
         metrics.beats.increment(1);
         if let Some(budget) = self.budget.as_mut() {
-            budget.consume(now);
+            budget.take(now);
         }
         if let Some(jitter) = self.jitter.as_mut() {
             jitter.resample();
@@ -250,7 +255,7 @@ impl Heartbeat {
             .unwrap_or_else(|| far_future(last))
             .max(not_before);
         self.held = false;
-        if let Some(earliest) = self.budget.as_ref().and_then(Gcra::earliest)
+        if let Some(earliest) = self.budget.as_ref().and_then(TokenBucket::earliest)
             && earliest > due
         {
             due = earliest;
@@ -282,12 +287,42 @@ impl Heartbeat {
 
     /// Doubles the interval (multiplies it by the factor), up to `max`, and returns the new one.
     /// The pending beat moves at once to the last beat plus the new interval.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let heart = cardio::heartbeat(Duration::from_secs(1), Duration::from_secs(3));
+    /// assert_eq!(heart.slower(), Duration::from_secs(2));
+    /// assert_eq!(heart.slower(), Duration::from_secs(3)); // clamped to `max`
+    /// # }
+    /// ```
     pub fn slower(&self) -> Duration {
         self.shared.slower()
     }
 
     /// Jumps to the shortest interval, `min`, and returns it: the thing to call right after
     /// sending a request whose reply this loop polls for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = Instant::now();
+    /// let mut heart = cardio::Heartbeat::builder(Duration::from_millis(100), Duration::from_secs(60))
+    ///     .start(Duration::from_secs(60))
+    ///     .build();
+    /// heart.tick().await; // at once; the next beat is due in a minute
+    /// heart.rush(); // ... now in 100 ms
+    /// heart.tick().await;
+    /// assert_eq!(start.elapsed(), Duration::from_millis(100));
+    /// # }
+    /// ```
     pub fn rush(&self) -> Duration {
         self.shared.rush()
     }
@@ -309,10 +344,11 @@ impl Heartbeat {
 
     /// The budget this heart beats under, if any.
     pub fn budget(&self) -> Option<Budget> {
-        self.budget.as_ref().map(Gcra::budget)
+        self.budget.as_ref().map(TokenBucket::budget)
     }
 
     /// A cheap, cloneable `Send + Sync` handle that changes this heart's rate from elsewhere.
+    /// See [`Handle`] for an example.
     pub fn handle(&self) -> Handle {
         Handle {
             shared: Arc::clone(&self.shared),

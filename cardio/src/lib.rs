@@ -74,7 +74,7 @@ mod shared;
 
 use std::time::Duration;
 
-pub use budget::Budget;
+pub use budget::{Budget, TokenBucket};
 pub use builder::Builder;
 pub use heartbeat::{Beat, Heartbeat};
 pub use shared::Handle;
