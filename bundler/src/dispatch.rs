@@ -1,0 +1,242 @@
+//! The dispatcher: one task per bundler that sends bundles when their delay passes, takes calls
+//! from the budget, and starts handler calls within `handler_limit`.
+//!
+//! It holds the state's lock only to decide; the handler is called (and its future spawned)
+//! after the lock is released, so a handler may call back into the bundler.
+
+use std::future::{Future, poll_fn};
+use std::hash::Hash;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use cardio::TokenBucket;
+use tokio::time::{Instant, sleep_until};
+
+use crate::core::{Inner, Sealed, State};
+use crate::metrics::Reason;
+
+/// What the dispatcher does after a step.
+enum Next {
+    /// Wait for a notification, or until the instant if there is one.
+    Wait(Option<Instant>),
+    /// Closed and everything handled.
+    Exit,
+}
+
+pub(crate) async fn run<K, T, H, F>(inner: Arc<Inner<K, T>>, handler: H)
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    T: Send + 'static,
+    H: Fn(K, Vec<T>) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut bucket = inner.config.budget.map(TokenBucket::new);
+    let mut timer = pin!(sleep_until(Instant::now()));
+    let mut to_send = Vec::new();
+    loop {
+        // Take the notification slot before looking, so a notification sent while we look is
+        // kept for the wait below.
+        let mut notified = pin!(inner.dispatcher.notified());
+        notified.as_mut().enable();
+        let next = step(&inner, &mut inner.lock(), bucket.as_mut(), &mut to_send);
+        for bundle in to_send.drain(..) {
+            send(&inner, &handler, bundle);
+        }
+        match next {
+            Next::Exit => return,
+            Next::Wait(None) => notified.await,
+            Next::Wait(Some(at)) => {
+                timer.as_mut().reset(at);
+                poll_fn(|cx| {
+                    if notified.as_mut().poll(cx).is_ready() || timer.as_mut().poll(cx).is_ready() {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// One look at the state: seal what is due, choose what to send, say when to look again.
+fn step<K, T>(
+    inner: &Inner<K, T>,
+    state: &mut State<K, T>,
+    mut bucket: Option<&mut TokenBucket>,
+    to_send: &mut Vec<Sealed<K, T>>,
+) -> Next
+where
+    K: Hash + Eq + Clone,
+{
+    let config = &inner.config;
+    let now = Instant::now();
+    // When the budget's next call comes, if not now.
+    let next_call = |bucket: &Option<&mut TokenBucket>| {
+        bucket
+            .as_ref()
+            .and_then(|b| b.earliest())
+            .filter(|at| *at > now)
+    };
+    state.call_available = next_call(&bucket).is_none();
+
+    // Bundles whose delay has passed.
+    while let Some(oldest) = state.opened.front() {
+        if !state.is_open(oldest.id, &oldest.key) {
+            state.opened.pop_front();
+            continue;
+        }
+        if oldest.deadline > now {
+            break;
+        }
+        let oldest = state.opened.pop_front().expect("looked at above");
+        if state.call_available {
+            state.seal(&oldest.key, Reason::Delay);
+        } else {
+            state.mark_due(oldest.id, &oldest.key);
+        }
+    }
+
+    // Start handler calls while there are slots, bundles and calls in the budget.
+    while state.in_flight < config.handler_limit {
+        if state.ready.is_empty() && !(state.call_available && state.seal_next_due()) {
+            break;
+        }
+        if let Some(bucket) = bucket.as_deref_mut() {
+            if bucket.try_take(now).is_err() {
+                state.call_available = false;
+                break;
+            }
+            state.call_available = next_call(&Some(&mut *bucket)).is_none();
+        }
+        let mut bundle = state.ready.pop_front().expect("checked above");
+        if bucket.is_some() {
+            merge_same_key(state, &mut bundle, config.count_limit, config.byte_limit);
+        }
+        state.in_flight += 1;
+        to_send.push(bundle);
+    }
+
+    inner.metrics.open_keys.set(state.open.len() as f64);
+    inner.metrics.in_flight.set(state.in_flight as f64);
+    inner.metrics.buffered.set(inner.buffered_bytes() as f64);
+
+    if state.closed && state.open.is_empty() && state.ready.is_empty() && state.in_flight == 0 {
+        return Next::Exit;
+    }
+    let mut wake = state
+        .opened
+        .iter()
+        .find(|o| state.is_open(o.id, &o.key))
+        .map(|o| o.deadline);
+    let waiting = !state.ready.is_empty() || !state.due.is_empty();
+    if waiting && state.in_flight < config.handler_limit {
+        // Otherwise a finishing handler call wakes us.
+        if let Some(at) = next_call(&bucket) {
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
+    }
+    Next::Wait(wake)
+}
+
+/// While the budget is short, folds the ready bundles of the same key that follow `bundle` into
+/// it, in order, as far as the limits allow: fewer, fuller calls.
+fn merge_same_key<K: Eq, T>(
+    state: &mut State<K, T>,
+    bundle: &mut Sealed<K, T>,
+    count_limit: usize,
+    byte_limit: usize,
+) {
+    let mut i = 0;
+    while i < state.ready.len() {
+        let next = &state.ready[i];
+        if next.key != bundle.key {
+            i += 1;
+            continue;
+        }
+        if bundle.items.len() + next.items.len() > count_limit
+            || bundle.bytes + next.bytes > byte_limit
+        {
+            // Merging past it would reorder this key's items.
+            return;
+        }
+        let next = state.ready.remove(i).expect("index checked");
+        bundle.items.extend(next.items);
+        bundle.bytes += next.bytes;
+        bundle.merged.push(next.id);
+        bundle.merged.extend(next.merged);
+        bundle.opened_at = bundle.opened_at.min(next.opened_at);
+    }
+}
+
+/// Calls the handler with a bundle and spawns the call. Whatever happens to the call (it
+/// returns, panics, or the runtime drops it), `Done` gives back the bundle's room and marks it
+/// handled.
+fn send<K, T, H, F>(inner: &Arc<Inner<K, T>>, handler: &H, bundle: Sealed<K, T>)
+where
+    H: Fn(K, Vec<T>) -> F,
+    F: Future<Output = ()> + Send + 'static,
+    K: Send + 'static,
+    T: Send + 'static,
+{
+    let metrics = &inner.metrics;
+    metrics.bundle(bundle.reason).increment(1);
+    metrics.items.record(bundle.items.len() as f64);
+    metrics.bytes.record(bundle.bytes as f64);
+    metrics.age.record(
+        Instant::now()
+            .duration_since(bundle.opened_at)
+            .as_secs_f64(),
+    );
+    let done = Done {
+        inner: Arc::clone(inner),
+        id: bundle.id,
+        merged: bundle.merged,
+        bytes: bundle.bytes,
+    };
+    // The handler's synchronous part runs here, in the dispatcher: a panic there must not take
+    // the dispatcher down.
+    match catch_unwind(AssertUnwindSafe(|| handler(bundle.key, bundle.items))) {
+        Ok(call) => {
+            tokio::spawn(async move {
+                let _done = done;
+                call.await;
+            });
+        }
+        Err(_panic) => {
+            metrics.panics.increment(1);
+            drop(done);
+        }
+    }
+}
+
+/// Marks a bundle handled when dropped.
+struct Done<K, T> {
+    inner: Arc<Inner<K, T>>,
+    id: u64,
+    merged: Vec<u64>,
+    bytes: usize,
+}
+
+impl<K, T> Drop for Done<K, T> {
+    fn drop(&mut self) {
+        let inner = &self.inner;
+        if std::thread::panicking() {
+            inner.metrics.panics.increment(1);
+        }
+        {
+            let mut state = inner.lock();
+            state.in_flight -= 1;
+            state.unfinished.remove(&self.id);
+            for id in &self.merged {
+                state.unfinished.remove(id);
+            }
+        }
+        inner.room.add_permits(self.bytes);
+        inner.dispatcher.notify_one();
+        inner.progress.notify_waiters();
+    }
+}
