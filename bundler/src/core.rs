@@ -333,6 +333,7 @@ where
             Ok(permit) => permit.forget(),
             Err(TryAcquireError::Closed) => return Err(AddError::new(AddErrorKind::Closed, item)),
             Err(TryAcquireError::NoPermits) => {
+                inner.relieve_pressure();
                 let limit = inner.config.buffered_byte_limit;
                 let kind = AddErrorKind::Overflow { size: cost, limit };
                 return Err(AddError::new(kind, item));
@@ -359,9 +360,21 @@ where
             Ok(cost) => cost,
             Err(kind) => return Err(AddError::new(kind, item)),
         };
-        match inner.room.acquire_many(cost as u32).await {
+        // Room now, without queueing: fair, because Tokio's semaphore hands freed permits to
+        // queued waiters first, so none are free while anyone waits.
+        match inner.room.try_acquire_many(cost as u32) {
             Ok(permit) => permit.forget(),
-            Err(_closed) => return Err(AddError::new(AddErrorKind::Closed, item)),
+            Err(TryAcquireError::Closed) => return Err(AddError::new(AddErrorKind::Closed, item)),
+            Err(TryAcquireError::NoPermits) => {
+                inner.relieve_pressure();
+                // Boxed: the semaphore's waiter is large, and would otherwise be moved with
+                // every `add_wait` future, the many that never wait included.
+                let wait = Box::pin(inner.room.acquire_many(cost as u32));
+                match wait.await {
+                    Ok(permit) => permit.forget(),
+                    Err(_closed) => return Err(AddError::new(AddErrorKind::Closed, item)),
+                }
+            }
         }
         inner.insert(key, item, cost)
     }
@@ -430,53 +443,47 @@ where
         Ok(cost)
     }
 
+    /// A producer found no room. If nothing is on its way to the handler, all buffered bytes
+    /// sit in open bundles that would free nothing until their delay passes: send the oldest
+    /// now (a `limit` flush, the limit being `buffered_byte_limit`) instead of stalling.
+    fn relieve_pressure(&self) {
+        let mut state = self.lock();
+        if state.ready.is_empty() && !state.open.is_empty() {
+            state.seal_oldest();
+            drop(state);
+            self.dispatcher.notify_one();
+        }
+    }
+
     /// Puts an item, whose `cost` bytes of room were taken, into its key's open bundle.
     fn insert(&self, key: K, item: T, cost: usize) -> Result<(), AddError<T>> {
         let config = &self.config;
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         if state.closed {
-            drop(state);
+            drop(guard);
             self.room.add_permits(cost);
             return Err(AddError::new(AddErrorKind::Closed, item));
         }
         let mut wake = false;
-        // An item that would take the open bundle past a limit goes into the next one.
-        if let Some(open) = state.open.get(&key)
-            && (open.items.len() >= config.count_limit
-                || open.bytes.saturating_add(cost) > config.byte_limit)
-        {
-            state.seal(&key, Reason::Limit);
-            wake = true;
-        }
-        if !state.open.contains_key(&key) {
-            if state.open.len() >= config.key_limit {
-                state.seal_oldest();
-                wake = true;
+        // The common case in one hash lookup: the key's bundle is open and the item fits.
+        let (id, items, bytes) = match state.open.get_mut(&key) {
+            Some(open)
+                if open.items.len() < config.count_limit
+                    && open.bytes.saturating_add(cost) <= config.byte_limit =>
+            {
+                open.items.push(item);
+                open.bytes += cost;
+                (open.id, open.items.len(), open.bytes)
             }
-            let id = state.next_id;
-            state.next_id += 1;
-            let now = Instant::now();
-            // Later bundles have later deadlines: only the first needs the dispatcher's timer.
-            wake |= state.opened.is_empty();
-            state.opened.push_back(Opened {
-                deadline: now + config.delay_threshold,
-                id,
-                key: key.clone(),
-            });
-            let open = Open {
-                id,
-                items: Vec::with_capacity(config.count_threshold.min(4096)),
-                bytes: 0,
-                opened_at: now,
-                due: false,
-            };
-            state.open.insert(key.clone(), open);
-        }
-        let call_available = state.call_available;
-        let open = state.open.get_mut(&key).expect("opened above");
-        open.items.push(item);
-        open.bytes += cost;
-        let (id, items, bytes) = (open.id, open.items.len(), open.bytes);
+            _ => {
+                wake = self.open_bundle(state, &key);
+                let open = state.open.get_mut(&key).expect("just opened");
+                open.items.push(item);
+                open.bytes += cost;
+                (open.id, open.items.len(), open.bytes)
+            }
+        };
         let reason = if items >= config.count_limit || bytes >= config.byte_limit {
             Some(Reason::Limit)
         } else if items >= config.count_threshold {
@@ -488,18 +495,52 @@ where
         };
         match reason {
             // Limits always send; thresholds only when the budget has a call for it.
-            Some(reason) if reason == Reason::Limit || call_available => {
+            Some(reason) if reason == Reason::Limit || state.call_available => {
                 state.seal(&key, reason);
                 wake = true;
             }
             Some(_) => state.mark_due(id, &key),
             None => {}
         }
-        drop(state);
+        drop(guard);
         if wake {
             self.dispatcher.notify_one();
         }
         Ok(())
+    }
+
+    /// Opens a new bundle for `key`, sending the one it has (which the next item would take
+    /// past a limit) and, at `key_limit`, the oldest open one. Returns whether the dispatcher
+    /// needs waking.
+    fn open_bundle(&self, state: &mut State<K, T>, key: &K) -> bool {
+        let config = &self.config;
+        let mut wake = false;
+        if state.open.contains_key(key) {
+            state.seal(key, Reason::Limit);
+            wake = true;
+        } else if state.open.len() >= config.key_limit {
+            state.seal_oldest();
+            wake = true;
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        let now = Instant::now();
+        // Later bundles have later deadlines: only the first needs the dispatcher's timer.
+        wake |= state.opened.is_empty();
+        state.opened.push_back(Opened {
+            deadline: now + config.delay_threshold,
+            id,
+            key: key.clone(),
+        });
+        let open = Open {
+            id,
+            items: Vec::with_capacity(config.count_threshold.min(4096)),
+            bytes: 0,
+            opened_at: now,
+            due: false,
+        };
+        state.open.insert(key.clone(), open);
+        wake
     }
 }
 

@@ -489,6 +489,49 @@ async fn keyed_bundles_one_per_key_and_bounds_open_keys() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_full_buffer_sends_the_oldest_bundle_instead_of_stalling() {
+    // Every buffered byte sits in open bundles below their thresholds, with an hour to go.
+    // A producer who finds no room sends the oldest one at once, instead of waiting the hour.
+    let start = Instant::now();
+    let log: Log<char, u32> = log();
+    let bundler = Bundler::builder()
+        .count_threshold(100)
+        .buffered_byte_limit(10)
+        .delay_threshold(Duration::from_secs(3600))
+        .build_keyed({
+            let log = Arc::clone(&log);
+            move |key, bundle| {
+                log.lock().unwrap().push((start.elapsed(), key, bundle));
+                std::future::ready(())
+            }
+        });
+    bundler.add('a', 1, 5).unwrap();
+    bundler.add('b', 2, 5).unwrap();
+    bundler.add_wait('c', 3, 5).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    // `add` that finds no room is refused, and also sends the oldest bundle, so a retry fits.
+    assert!(bundler.add('d', 4, 5).unwrap_err().is_overflow());
+    settle().await;
+    bundler.add('d', 4, 5).unwrap();
+    bundler.close().await;
+    let calls: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(t, k, b)| (*t, *k, b.clone()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (Duration::ZERO, 'a', vec![1]),
+            (Duration::ZERO, 'b', vec![2]),
+            (Duration::ZERO, 'c', vec![3]),
+            (Duration::ZERO, 'd', vec![4]),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn cloudwatch_profile_counts_26_bytes_an_event() {
     let log = log();
     let bundler = Bundler::builder()
