@@ -42,8 +42,9 @@ fn consume(batch: &[Bytes]) -> usize {
     batch.iter().map(Bytes::len).sum()
 }
 
-async fn mpsc_recv_many(item: Bytes, producers: usize) -> usize {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(IN_FLIGHT);
+/// A bounded channel fed by `producers` tasks, which close it when they are done.
+fn fed_channel(item: &Bytes, producers: usize) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel::<Bytes>(IN_FLIGHT);
     for _ in 0..producers {
         let (tx, item) = (tx.clone(), item.clone());
         tokio::spawn(async move {
@@ -52,7 +53,11 @@ async fn mpsc_recv_many(item: Bytes, producers: usize) -> usize {
             }
         });
     }
-    drop(tx);
+    rx
+}
+
+async fn mpsc_recv_many(item: Bytes, producers: usize) -> usize {
+    let mut rx = fed_channel(&item, producers);
     let mut batch = Vec::with_capacity(BUNDLE);
     let mut total = 0;
     while rx.recv_many(&mut batch, BUNDLE).await > 0 {
@@ -63,16 +68,7 @@ async fn mpsc_recv_many(item: Bytes, producers: usize) -> usize {
 }
 
 async fn chunks_timeout(item: Bytes, producers: usize) -> usize {
-    let (tx, rx) = mpsc::channel::<Bytes>(IN_FLIGHT);
-    for _ in 0..producers {
-        let (tx, item) = (tx.clone(), item.clone());
-        tokio::spawn(async move {
-            for _ in 0..ITEMS / producers {
-                tx.send(item.clone()).await.expect("open");
-            }
-        });
-    }
-    drop(tx);
+    let rx = fed_channel(&item, producers);
     let chunks = ReceiverStream::new(rx).chunks_timeout(BUNDLE, DELAY);
     tokio::pin!(chunks);
     let mut total = 0;

@@ -26,6 +26,14 @@ use crate::metrics::{Metrics, Reason};
 
 type KeyMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The outcome of asking for room for an item of `cost` bytes.
+enum Room {
+    /// The room was taken.
+    Taken(usize),
+    /// Not enough room now.
+    Short(usize),
+}
+
 /// Batches items into bundles by count, bytes and delay, and hands each bundle to a handler.
 ///
 /// The Rust successor of Go's `support/bundler`, built with [`Bundler::builder`]:
@@ -324,22 +332,15 @@ where
     /// ([`AddErrorKind::Overflow`]), or after close ([`AddErrorKind::Closed`]).
     pub fn add(&self, key: K, item: T, size: usize) -> Result<(), AddError<T>> {
         let inner = self.inner();
-        let cost = match inner.cost(size) {
-            Ok(cost) => cost,
-            Err(kind) => return Err(AddError::new(kind, item)),
-        };
-        // `cost` fits in u32: `Inner::cost` checked it.
-        match inner.room.try_acquire_many(cost as u32) {
-            Ok(permit) => permit.forget(),
-            Err(TryAcquireError::Closed) => return Err(AddError::new(AddErrorKind::Closed, item)),
-            Err(TryAcquireError::NoPermits) => {
-                inner.relieve_pressure();
+        match inner.take_room(size) {
+            Ok(Room::Taken(cost)) => inner.insert(key, item, cost),
+            Ok(Room::Short(cost)) => {
                 let limit = inner.config.buffered_byte_limit;
                 let kind = AddErrorKind::Overflow { size: cost, limit };
-                return Err(AddError::new(kind, item));
+                Err(AddError::new(kind, item))
             }
+            Err(kind) => Err(AddError::new(kind, item)),
         }
-        inner.insert(key, item, cost)
     }
 
     /// Adds `item` to the open bundle of `key`, waiting until there is room for it. Callers
@@ -356,17 +357,9 @@ where
     /// reserved, and the item (which was not accepted) is dropped with it.
     pub async fn add_wait(&self, key: K, item: T, size: usize) -> Result<(), AddError<T>> {
         let inner = self.inner();
-        let cost = match inner.cost(size) {
-            Ok(cost) => cost,
-            Err(kind) => return Err(AddError::new(kind, item)),
-        };
-        // Room now, without queueing: fair, because Tokio's semaphore hands freed permits to
-        // queued waiters first, so none are free while anyone waits.
-        match inner.room.try_acquire_many(cost as u32) {
-            Ok(permit) => permit.forget(),
-            Err(TryAcquireError::Closed) => return Err(AddError::new(AddErrorKind::Closed, item)),
-            Err(TryAcquireError::NoPermits) => {
-                inner.relieve_pressure();
+        let cost = match inner.take_room(size) {
+            Ok(Room::Taken(cost)) => cost,
+            Ok(Room::Short(cost)) => {
                 // Boxed: the semaphore's waiter is large, and would otherwise be moved with
                 // every `add_wait` future, the many that never wait included.
                 let wait = Box::pin(inner.room.acquire_many(cost as u32));
@@ -374,8 +367,10 @@ where
                     Ok(permit) => permit.forget(),
                     Err(_closed) => return Err(AddError::new(AddErrorKind::Closed, item)),
                 }
+                cost
             }
-        }
+            Err(kind) => return Err(AddError::new(kind, item)),
+        };
         inner.insert(key, item, cost)
     }
 
@@ -433,14 +428,27 @@ impl<K, T> Inner<K, T>
 where
     K: Hash + Eq + Clone,
 {
-    /// What an item of `size` counts, or why it can never be accepted.
-    fn cost(&self, size: usize) -> Result<usize, AddErrorKind> {
+    /// Takes room for an item of `size` now if there is some, without queueing. Fair, because
+    /// Tokio's semaphore hands freed permits to queued waiters first, so none are free while
+    /// anyone waits. Fails when the item can never fit, or after close.
+    fn take_room(&self, size: usize) -> Result<Room, AddErrorKind> {
         let cost = size.saturating_add(self.config.item_overhead);
+        // Also the bound of a semaphore's `acquire_many`, so `cost as u32` below is exact.
         let limit = self.config.item_limit.min(u32::MAX as usize);
         if cost > limit {
             return Err(AddErrorKind::Oversized { size: cost, limit });
         }
-        Ok(cost)
+        match self.room.try_acquire_many(cost as u32) {
+            Ok(permit) => {
+                permit.forget();
+                Ok(Room::Taken(cost))
+            }
+            Err(TryAcquireError::Closed) => Err(AddErrorKind::Closed),
+            Err(TryAcquireError::NoPermits) => {
+                self.relieve_pressure();
+                Ok(Room::Short(cost))
+            }
+        }
     }
 
     /// A producer found no room. If nothing is on its way to the handler, all buffered bytes

@@ -158,14 +158,21 @@ fn gated<T: Send + 'static>(
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn overflow_hands_the_item_back_and_add_wait_waits_for_room() {
+/// A bundler that sends each item alone, holds `buffered` bytes, and whose handler returns only
+/// when the test adds a permit to the gate.
+fn gated_bundler(buffered: usize) -> (Bundler<u32>, Log<(), u32>, Arc<Semaphore>) {
     let log = log();
     let gate = Arc::new(Semaphore::new(0));
     let bundler = Bundler::builder()
         .count_threshold(1)
-        .buffered_byte_limit(10)
+        .buffered_byte_limit(buffered)
         .build(gated(&log, &gate));
+    (bundler, log, gate)
+}
+
+#[tokio::test(start_paused = true)]
+async fn overflow_hands_the_item_back_and_add_wait_waits_for_room() {
+    let (bundler, log, gate) = gated_bundler(10);
     bundler.add(1, 5).unwrap();
     bundler.add(2, 5).unwrap();
     assert_eq!(bundler.buffered_bytes(), 10);
@@ -195,12 +202,7 @@ async fn overflow_hands_the_item_back_and_add_wait_waits_for_room() {
 
 #[tokio::test(start_paused = true)]
 async fn add_wait_serves_first_come_first() {
-    let log = log();
-    let gate = Arc::new(Semaphore::new(0));
-    let bundler = Bundler::builder()
-        .count_threshold(1)
-        .buffered_byte_limit(10)
-        .build(gated(&log, &gate));
+    let (bundler, log, gate) = gated_bundler(10);
     bundler.add(0, 10).unwrap();
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut waiters = Vec::new();
@@ -227,12 +229,7 @@ async fn add_wait_serves_first_come_first() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_add_wait_gives_its_room_back() {
-    let log = log();
-    let gate = Arc::new(Semaphore::new(0));
-    let bundler = Bundler::builder()
-        .count_threshold(1)
-        .buffered_byte_limit(10)
-        .build(gated(&log, &gate));
+    let (bundler, log, gate) = gated_bundler(10);
     bundler.add(0, 6).unwrap();
     // Waits for 8 bytes, holding the 4 that are free meanwhile, then gives up.
     let gave_up = tokio::time::timeout(Duration::from_secs(1), bundler.add_wait(1, 8)).await;
@@ -312,12 +309,7 @@ async fn close_hands_over_everything_and_then_refuses() {
 
 #[tokio::test(start_paused = true)]
 async fn close_wakes_add_wait_with_the_item() {
-    let log = log();
-    let gate = Arc::new(Semaphore::new(0));
-    let bundler = Bundler::builder()
-        .count_threshold(1)
-        .buffered_byte_limit(4)
-        .build(gated(&log, &gate));
+    let (bundler, log, gate) = gated_bundler(4);
     bundler.add(0, 4).unwrap();
     let waiter = tokio::spawn({
         let bundler = bundler.clone();
