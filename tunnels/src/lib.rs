@@ -1,1 +1,15 @@
-//! Wire format and links for tunnels over pay-per-call APIs. Filled in by the cost-engine issue.
+//! Tunnels over pay-per-call APIs: the wire format that packs many frames into one call, links
+//! over S3 (and memory), and the node that ties `cardio` and `bundler` to a link.
+//!
+//! - [`wire`]: batches of frames with sender, epoch, sequence and checksum.
+//! - [`store`]: the small object-store trait the S3 link's logic runs on, and an in-memory
+//!   store with per-call accounting, a latency model and prices.
+//! - [`s3`]: the S3 link: key layout, sending, and two receive strategies (list and probe).
+//! - [`node`]: a node: frames in, bundled by destination, sent within a call budget; polls on an
+//!   adaptive heartbeat; frames out.
+#![forbid(unsafe_code)]
+
+pub mod wire;
+
+#[doc(hidden)]
+pub mod fuzz;
