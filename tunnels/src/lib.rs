@@ -9,7 +9,14 @@
 //!   adaptive heartbeat; frames out.
 #![forbid(unsafe_code)]
 
+pub mod link;
+pub mod node;
+pub mod s3;
+pub mod store;
 pub mod wire;
+
+pub use link::{Link, LinkError, NodeId, Received};
+pub use node::{Node, NodeConfig};
 
 #[doc(hidden)]
 pub mod fuzz;

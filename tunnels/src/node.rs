@@ -1,0 +1,230 @@
+//! A node: frames in, bundled per destination, sent over a link within a budget; the inbox
+//! polled on an adaptive heartbeat; frames out.
+//!
+//! ```text
+//! send(to, frame) ──▶ keyed bundler (per destination, sized by the link) ──▶ Link::send
+//!                                                                 │ then rush(): a reply is likely
+//! heartbeat ──beat──▶ Link::poll ──▶ deliver(batch)               ▼
+//!    ▲ faster() when batches came, slower() when none ◀───────────┘
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bundler::{AddError, Budget, KeyedBundler};
+use bytes::Bytes;
+use cardio::Heartbeat;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::link::{Link, NodeId, Received};
+
+/// What a poll that found batches does to the heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnData {
+    /// Halve the interval.
+    Faster,
+    /// Jump to the shortest interval (the default: traffic tends to come in bursts).
+    #[default]
+    Rush,
+}
+
+/// Settings of a node. The defaults are the ones the cost simulation justifies; see the README.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// The shortest interval between polls.
+    pub min_poll: Duration,
+    /// The longest interval between polls, when idle.
+    pub max_poll: Duration,
+    /// What `slower()` multiplies and `faster()` divides the interval by.
+    pub poll_factor: f64,
+    /// What a poll that found batches does.
+    pub on_data: OnData,
+    /// A ceiling on polls.
+    pub poll_budget: Option<Budget>,
+    /// A ceiling on sends.
+    pub send_budget: Option<Budget>,
+    /// How long a frame waits for company before its batch goes.
+    pub send_delay: Duration,
+    /// Frames accepted and not yet sent, in bytes: the node's memory and its backpressure.
+    pub buffered_bytes: usize,
+    /// Sends in flight at once.
+    pub concurrent_sends: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            min_poll: Duration::from_millis(100),
+            max_poll: Duration::from_secs(60),
+            poll_factor: 1.5,
+            on_data: OnData::Rush,
+            poll_budget: None,
+            send_budget: None,
+            send_delay: Duration::from_millis(20),
+            buffered_bytes: 64 << 20,
+            concurrent_sends: 1,
+        }
+    }
+}
+
+/// Counts of a node's traffic.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Frames handed to the link's sends that succeeded.
+    pub frames_sent: AtomicU64,
+    /// Frames of sends that failed after retries: lost.
+    pub frames_lost: AtomicU64,
+    /// Frames delivered.
+    pub frames_received: AtomicU64,
+    /// Polls made.
+    pub polls: AtomicU64,
+    /// Polls that failed.
+    pub poll_errors: AtomicU64,
+}
+
+/// A running node. Dropping it stops the poll loop; call [`shutdown`](Node::shutdown) to send
+/// what is pending first.
+#[derive(Debug)]
+pub struct Node {
+    bundler: KeyedBundler<NodeId, Bytes>,
+    heart: cardio::Handle,
+    stop: CancellationToken,
+    poller: JoinHandle<()>,
+    stats: Arc<NodeStats>,
+}
+
+impl Node {
+    /// Starts a node on `link`: `deliver` gets every batch addressed to it, in order per sender.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a Tokio runtime, or if the poll bounds are invalid (see
+    /// [`cardio::heartbeat`]).
+    pub fn start<L, D>(link: Arc<L>, config: NodeConfig, mut deliver: D) -> Node
+    where
+        L: Link,
+        D: FnMut(Received) + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        let mut heart = Heartbeat::builder(config.min_poll, config.max_poll)
+            .factor(config.poll_factor)
+            .jitter(0.05)
+            .name("tunnel-poll")
+            .cancel_on(stop.clone());
+        if let Some(budget) = config.poll_budget {
+            heart = heart.budget(budget);
+        }
+        let mut heart = heart.build();
+        let handle = heart.handle();
+        let stats = Arc::new(NodeStats::default());
+
+        let mut bundler = bundler::Bundler::builder()
+            .name("tunnel-send")
+            .limits(link.limits())
+            .count_threshold(usize::MAX)
+            .byte_threshold(usize::MAX)
+            .delay_threshold(config.send_delay)
+            .buffered_byte_limit(config.buffered_bytes)
+            .handler_limit(config.concurrent_sends);
+        if let Some(budget) = config.send_budget {
+            bundler = bundler.budget(budget);
+        }
+        let bundler = bundler.build_keyed({
+            let (link, heart, stats) = (Arc::clone(&link), handle.clone(), Arc::clone(&stats));
+            move |to: NodeId, frames: Vec<Bytes>| {
+                let (link, heart, stats) = (Arc::clone(&link), heart.clone(), Arc::clone(&stats));
+                async move {
+                    let n = frames.len() as u64;
+                    match link.send(to, &frames).await {
+                        Ok(()) => stats.frames_sent.fetch_add(n, Ordering::Relaxed),
+                        Err(_) => stats.frames_lost.fetch_add(n, Ordering::Relaxed),
+                    };
+                    heart.rush();
+                }
+            }
+        });
+
+        let poller = tokio::spawn({
+            let stats = Arc::clone(&stats);
+            async move {
+                while heart.tick().await.is_some() {
+                    stats.polls.fetch_add(1, Ordering::Relaxed);
+                    match link.poll().await {
+                        Ok(batches) if !batches.is_empty() => {
+                            for batch in batches {
+                                let n = batch.frames.len() as u64;
+                                stats.frames_received.fetch_add(n, Ordering::Relaxed);
+                                deliver(batch);
+                            }
+                            match config.on_data {
+                                OnData::Faster => heart.faster(),
+                                OnData::Rush => heart.rush(),
+                            };
+                        }
+                        Ok(_) => {
+                            heart.slower();
+                        }
+                        Err(_) => {
+                            stats.poll_errors.fetch_add(1, Ordering::Relaxed);
+                            heart.slower();
+                        }
+                    }
+                }
+            }
+        });
+        Node {
+            bundler,
+            heart: handle,
+            stop,
+            poller,
+            stats,
+        }
+    }
+
+    /// Queues `frame` for `to`. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// Hands the frame back when the node's buffer is full, the frame is too large for the
+    /// link, or the node is shutting down.
+    pub fn send(&self, to: NodeId, frame: Bytes) -> Result<(), AddError<Bytes>> {
+        let size = frame.len();
+        self.bundler.add(to, frame, size)
+    }
+
+    /// Queues `frame` for `to`, waiting for room in the buffer.
+    ///
+    /// # Errors
+    ///
+    /// Hands the frame back when it is too large for the link or the node is shutting down.
+    pub async fn send_wait(&self, to: NodeId, frame: Bytes) -> Result<(), AddError<Bytes>> {
+        let size = frame.len();
+        self.bundler.add_wait(to, frame, size).await
+    }
+
+    /// The poll heartbeat, to read or change its rate.
+    pub fn heart(&self) -> &cardio::Handle {
+        &self.heart
+    }
+
+    /// The node's counts.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Sends everything queued, then stops polling.
+    pub async fn shutdown(mut self) {
+        self.bundler.close().await;
+        self.stop.cancel();
+        // The poller ends at its next tick; a poll under way finishes first.
+        let _ = (&mut self.poller).await;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
