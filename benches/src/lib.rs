@@ -1,1 +1,11 @@
-//! Benchmarks and the cost simulation for the workspace; see `benches/` and `src/bin/`.
+//! Benchmarks and the cost simulation for the workspace.
+//!
+//! The criterion benches live in `benches/`; the cost simulation is the `costsim` binary
+//! (`cargo run --release -p benches --bin costsim`), built from this library: [`traces`] of
+//! traffic, the [`sim`] that replays them through the real node code on a paused clock,
+//! [`pcap`] to replay a capture of your own, and the [`report`].
+
+pub mod pcap;
+pub mod report;
+pub mod sim;
+pub mod traces;

@@ -23,6 +23,7 @@ use crate::limits::ApiLimits;
 /// | [`key_limit`](Builder::key_limit) | 1,024 | open bundles (keys) at once; the oldest is sent to make room |
 /// | [`limits`](Builder::limits) | none | [`ApiLimits`] of the API the handler calls |
 /// | [`budget`](Builder::budget) | none | at most so many handler calls per window |
+/// | [`merge_when_busy`](Builder::merge_when_busy) | off | bundles go as they were cut, as in Go |
 /// | [`name`](Builder::name) | `"bundler"` | the `bundler` label on every metric |
 ///
 /// Thresholds decide when a bundle is *worth* sending; limits decide when it *must* go. With a
@@ -61,6 +62,7 @@ pub struct Builder {
     key_limit: usize,
     limits: Option<ApiLimits>,
     budget: Option<Budget>,
+    merge_when_busy: bool,
     name: SharedString,
 }
 
@@ -76,6 +78,7 @@ impl Default for Builder {
             key_limit: 1_024,
             limits: None,
             budget: None,
+            merge_when_busy: false,
             name: SharedString::const_str("bundler"),
         }
     }
@@ -97,6 +100,7 @@ pub(crate) struct Config {
     pub(crate) handler_limit: usize,
     pub(crate) key_limit: usize,
     pub(crate) budget: Option<Budget>,
+    pub(crate) merge_when_busy: bool,
     pub(crate) name: SharedString,
 }
 
@@ -198,6 +202,18 @@ impl Builder {
         self
     }
 
+    /// While every handler call slot is taken, merges bundles that wait for the same key (in
+    /// order, within the limits), so that the next call carries all that piled up. Default off,
+    /// which keeps Go's behaviour (bundles go as they were cut).
+    ///
+    /// Turn it on when a call's cost matters more than the shape of bundles: under a load
+    /// higher than the handler keeps up with, bundles then grow with the load instead of
+    /// queueing, and latency stays at about one call.
+    pub fn merge_when_busy(mut self, merge: bool) -> Self {
+        self.merge_when_busy = merge;
+        self
+    }
+
     /// Names the bundler in metrics (label `bundler`). Default `"bundler"`.
     pub fn name(mut self, name: impl Into<SharedString>) -> Self {
         self.name = name.into();
@@ -262,6 +278,7 @@ impl Builder {
             handler_limit: self.handler_limit,
             key_limit: self.key_limit,
             budget: self.budget,
+            merge_when_busy: self.merge_when_busy,
             name: self.name,
         }
     }

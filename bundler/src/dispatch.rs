@@ -113,7 +113,10 @@ where
             state.call_available = next_call(&Some(&mut *bucket)).is_none();
         }
         let mut bundle = state.ready.pop_front().expect("checked above");
-        if bucket.is_some() {
+        // Merge when the budget is short, or (if asked) when this call took the last slot,
+        // so what waits behind it grows instead of queueing.
+        let last_slot = state.in_flight + 1 == config.handler_limit;
+        if bucket.is_some() || (config.merge_when_busy && last_slot) {
             merge_same_key(state, &mut bundle, config.count_limit, config.byte_limit);
         }
         state.in_flight += 1;
@@ -142,8 +145,8 @@ where
     Next::Wait(wake)
 }
 
-/// While the budget is short, folds the ready bundles of the same key that follow `bundle` into
-/// it, in order, as far as the limits allow: fewer, fuller calls.
+/// Folds the ready bundles of the same key that follow `bundle` into it, in order, as far as
+/// the limits allow: fewer, fuller calls.
 fn merge_same_key<K: Eq, T>(
     state: &mut State<K, T>,
     bundle: &mut Sealed<K, T>,

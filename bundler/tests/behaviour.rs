@@ -524,6 +524,35 @@ async fn a_full_buffer_sends_the_oldest_bundle_instead_of_stalling() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn merge_when_busy_sends_what_piled_up_in_one_call() {
+    for merge in [false, true] {
+        let log = log();
+        let gate = Arc::new(Semaphore::new(0));
+        let bundler = Bundler::builder()
+            .count_threshold(2)
+            .byte_limit(5)
+            .merge_when_busy(merge)
+            .build(gated(&log, &gate));
+        bundler.add(0, 1).unwrap();
+        bundler.add(1, 1).unwrap();
+        settle().await; // [0, 1] is in the handler, which waits on the gate
+        for i in 2..8 {
+            bundler.add(i, 1).unwrap();
+        }
+        settle().await;
+        gate.add_permits(100);
+        bundler.close().await;
+        let expected: Vec<Vec<u32>> = if merge {
+            // What waited goes in as few calls as the byte limit allows.
+            vec![vec![0, 1], vec![2, 3, 4, 5], vec![6, 7]]
+        } else {
+            vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7]]
+        };
+        assert_eq!(bundles(&log), expected, "merge_when_busy({merge})");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn cloudwatch_profile_counts_26_bytes_an_event() {
     let log = log();
     let bundler = Bundler::builder()

@@ -30,6 +30,7 @@ struct Settings {
     delay: Duration,
     limits: Option<ApiLimits>,
     budget: Option<Budget>,
+    merge_when_busy: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -116,7 +117,8 @@ fn run(s: &Scenario) -> Outcome {
             .byte_threshold(st.byte_threshold)
             .buffered_byte_limit(st.buffered_byte_limit)
             .handler_limit(st.handler_limit)
-            .delay_threshold(st.delay);
+            .delay_threshold(st.delay)
+            .merge_when_busy(st.merge_when_busy);
         if let Some(limit) = st.byte_limit {
             builder = builder.byte_limit(limit);
         }

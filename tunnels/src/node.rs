@@ -41,6 +41,12 @@ pub struct NodeConfig {
     pub poll_factor: f64,
     /// What a poll that found batches does.
     pub on_data: OnData,
+    /// For this long after the last traffic (sent or received), empty polls slow the heart
+    /// only up to [`linger_poll`](NodeConfig::linger_poll): conversations pause and resume, and
+    /// a GET probe is cheap. After it, the heart backs off to `max_poll`.
+    pub linger: Duration,
+    /// The longest interval while lingering.
+    pub linger_poll: Duration,
     /// A ceiling on polls.
     pub poll_budget: Option<Budget>,
     /// A ceiling on sends.
@@ -51,20 +57,26 @@ pub struct NodeConfig {
     pub buffered_bytes: usize,
     /// Sends in flight at once.
     pub concurrent_sends: usize,
+    /// The most frames one send carries (beside the link's own limits). `usize::MAX` unless
+    /// you want one object per packet, as the seed's design had.
+    pub frames_per_send: usize,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
-            min_poll: Duration::from_millis(100),
+            min_poll: Duration::from_millis(200),
             max_poll: Duration::from_secs(60),
-            poll_factor: 1.5,
+            poll_factor: 1.25,
             on_data: OnData::Rush,
+            linger: Duration::from_secs(300),
+            linger_poll: Duration::from_millis(400),
             poll_budget: None,
             send_budget: None,
             send_delay: Duration::from_millis(20),
             buffered_bytes: 64 << 20,
             concurrent_sends: 1,
+            frames_per_send: usize::MAX,
         }
     }
 }
@@ -119,28 +131,38 @@ impl Node {
         let mut heart = heart.build();
         let handle = heart.handle();
         let stats = Arc::new(NodeStats::default());
+        // When the node last sent or received, as milliseconds since `epoch`; NEVER before
+        // any traffic (starting is not traffic: an idle node must not linger).
+        let epoch = tokio::time::Instant::now();
+        let last_traffic = Arc::new(AtomicU64::new(NEVER));
 
         let mut bundler = bundler::Bundler::builder()
             .name("tunnel-send")
             .limits(link.limits())
-            .count_threshold(usize::MAX)
+            .count_threshold(config.frames_per_send)
             .byte_threshold(usize::MAX)
             .delay_threshold(config.send_delay)
             .buffered_byte_limit(config.buffered_bytes)
-            .handler_limit(config.concurrent_sends);
+            .handler_limit(config.concurrent_sends)
+            // Under load, what piles up during a send goes with the next one: objects grow
+            // with the load instead of queueing.
+            .merge_when_busy(true);
         if let Some(budget) = config.send_budget {
             bundler = bundler.budget(budget);
         }
         let bundler = bundler.build_keyed({
             let (link, heart, stats) = (Arc::clone(&link), handle.clone(), Arc::clone(&stats));
+            let last_traffic = Arc::clone(&last_traffic);
             move |to: NodeId, frames: Vec<Bytes>| {
                 let (link, heart, stats) = (Arc::clone(&link), heart.clone(), Arc::clone(&stats));
+                let last_traffic = Arc::clone(&last_traffic);
                 async move {
                     let n = frames.len() as u64;
                     match link.send(to, &frames).await {
                         Ok(()) => stats.frames_sent.fetch_add(n, Ordering::Relaxed),
                         Err(_) => stats.frames_lost.fetch_add(n, Ordering::Relaxed),
                     };
+                    last_traffic.store(millis_since(epoch), Ordering::Relaxed);
                     heart.rush();
                 }
             }
@@ -153,6 +175,7 @@ impl Node {
                     stats.polls.fetch_add(1, Ordering::Relaxed);
                     match link.poll().await {
                         Ok(batches) if !batches.is_empty() => {
+                            last_traffic.store(millis_since(epoch), Ordering::Relaxed);
                             for batch in batches {
                                 let n = batch.frames.len() as u64;
                                 stats.frames_received.fetch_add(n, Ordering::Relaxed);
@@ -164,7 +187,14 @@ impl Node {
                             };
                         }
                         Ok(_) => {
-                            heart.slower();
+                            let last = last_traffic.load(Ordering::Relaxed);
+                            let lingering = last != NEVER
+                                && millis_since(epoch).saturating_sub(last)
+                                    < config.linger.as_millis() as u64;
+                            let next = heart.interval().mul_f64(config.poll_factor);
+                            if !lingering || next <= config.linger_poll {
+                                heart.slower();
+                            }
                         }
                         Err(_) => {
                             stats.poll_errors.fetch_add(1, Ordering::Relaxed);
@@ -221,6 +251,13 @@ impl Node {
         // The poller ends at its next tick; a poll under way finishes first.
         let _ = (&mut self.poller).await;
     }
+}
+
+/// `last_traffic` before there was any.
+const NEVER: u64 = u64::MAX;
+
+fn millis_since(epoch: tokio::time::Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
 }
 
 impl Drop for Node {

@@ -94,6 +94,9 @@ pub struct S3LinkConfig {
     /// A receiver stops probing for a sender silent this long (it rings when it speaks again);
     /// it still remembers where the sender was, to drop duplicates.
     pub forget_after: Duration,
+    /// A probing receiver that is hearing from senders checks its bell at most this often (one
+    /// GET saved on most polls); with no active sender it checks on every poll.
+    pub bell_every: Duration,
     /// A probing receiver LISTs its inbox at least this often anyway.
     pub list_every: Duration,
     /// How long a missing batch is waited for before it is counted lost and skipped.
@@ -112,6 +115,7 @@ impl Default for S3LinkConfig {
             object_bytes: 8 << 20,
             ring_every: Duration::from_secs(60),
             forget_after: Duration::from_secs(180),
+            bell_every: Duration::from_secs(5),
             list_every: Duration::from_secs(3_600),
             gap_grace: Duration::from_secs(10),
             retry: RetryPolicy::default(),
@@ -167,6 +171,7 @@ struct Outbox {
 struct Inbox {
     peers: HashMap<NodeId, Peer>,
     last_list: Option<Instant>,
+    last_bell: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -483,7 +488,13 @@ impl<S: ObjectStore> S3Link<S> {
                 .last_list
                 .is_none_or(|at| now.duration_since(at) >= self.config.list_every);
         let bell = bell_key(&self.config.prefix, self.me);
-        if !list {
+        // With no active sender the bell is the only way to hear of one: check it every poll.
+        let bell_due = active == 0
+            || inbox
+                .last_bell
+                .is_none_or(|at| now.duration_since(at) >= self.config.bell_every);
+        if !list && bell_due {
+            inbox.last_bell = Some(now);
             list = self
                 .call(Call::Get, || self.store.get(&bell))
                 .await?
