@@ -64,19 +64,21 @@ fn settings() -> impl Strategy<Value = Settings> {
         50usize..2_000,
         1usize..4,
         (1u64..100).prop_map(ms),
-        limits,
-        budget,
+        (limits, budget, any::<bool>()),
     )
-        .prop_map(|(ct, bt, bl, bbl, hl, delay, limits, budget)| Settings {
-            count_threshold: ct,
-            byte_threshold: bt,
-            byte_limit: bl,
-            buffered_byte_limit: bbl,
-            handler_limit: hl,
-            delay,
-            limits,
-            budget,
-        })
+        .prop_map(
+            |(ct, bt, bl, bbl, hl, delay, (limits, budget, merge_when_busy))| Settings {
+                count_threshold: ct,
+                byte_threshold: bt,
+                byte_limit: bl,
+                buffered_byte_limit: bbl,
+                handler_limit: hl,
+                delay,
+                limits,
+                budget,
+                merge_when_busy,
+            },
+        )
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
