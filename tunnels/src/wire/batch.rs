@@ -86,6 +86,8 @@ pub enum WireError {
     UnknownVersion(u8),
     /// Flags this code does not support (a sealed batch, or unknown bits).
     UnsupportedFlags(u8),
+    /// A reserved field (the key id of an unsealed batch) is not zero.
+    Reserved,
     /// The checksum does not match: the bytes were damaged.
     BadChecksum,
     /// The frame lengths do not add up to the batch's length.
@@ -102,6 +104,7 @@ impl fmt::Display for WireError {
             WireError::BadMagic => f.write_str("not a batch: bad magic"),
             WireError::UnknownVersion(v) => write!(f, "unknown batch version {v}"),
             WireError::UnsupportedFlags(x) => write!(f, "unsupported batch flags {x:#04x}"),
+            WireError::Reserved => f.write_str("reserved batch field is not zero"),
             WireError::BadChecksum => f.write_str("batch checksum mismatch"),
             WireError::BadLength => f.write_str("batch frame lengths do not add up"),
             WireError::TooLong => f.write_str("frame or frame count too large for a batch"),
@@ -162,6 +165,11 @@ impl<T: AsRef<[u8]>> Batch<T> {
         }
         if data[field::FLAGS] != 0 {
             return Err(WireError::UnsupportedFlags(data[field::FLAGS]));
+        }
+        if data[field::KEY_ID] != [0, 0] {
+            // Only a sealed batch names a key; found by fuzzing: accepting it made two byte
+            // strings decode to the same batch.
+            return Err(WireError::Reserved);
         }
         let (body, trailer) = data.split_at(data.len() - TRAILER_LEN);
         if crc32c::crc32c(body) != be_u32(trailer) {
@@ -403,6 +411,9 @@ mod tests {
         let mut bad = FIXTURE;
         bad[5] = flags::SEALED;
         assert_eq!(check(&bad), WireError::UnsupportedFlags(1));
+        let mut bad = FIXTURE;
+        bad[7] = 34; // a key id without the sealed flag
+        assert_eq!(check(&bad), WireError::Reserved);
         let mut bad = FIXTURE;
         bad[39] ^= 1; // a bit of a frame
         assert_eq!(check(&bad), WireError::BadChecksum);
