@@ -115,6 +115,14 @@ impl ApiLimits {
         self
     }
 
+    /// Caps the items per call below the API's own limit (never above it).
+    pub const fn with_max_items(mut self, items: usize) -> ApiLimits {
+        if items > 0 && items < self.max_items {
+            self.max_items = items;
+        }
+        self
+    }
+
     /// A name for logs and metrics, such as `cloudwatch-logs:PutLogEvents`.
     pub const fn name(&self) -> &'static str {
         self.name

@@ -138,8 +138,8 @@ impl Node {
 
         let mut bundler = bundler::Bundler::builder()
             .name("tunnel-send")
-            .limits(link.limits())
-            .count_threshold(config.frames_per_send)
+            .limits(link.limits().with_max_items(config.frames_per_send))
+            .count_threshold(usize::MAX)
             .byte_threshold(usize::MAX)
             .delay_threshold(config.send_delay)
             .buffered_byte_limit(config.buffered_bytes)
