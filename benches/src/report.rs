@@ -200,11 +200,15 @@ pub fn svg(outcomes: &[Outcome]) -> String {
         let x = px(f64::from(d));
         let _ = writeln!(
             s,
-            "<line x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{} ms</text>",
+            "<line x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
             top,
             h - bottom,
             h - bottom + 16.0,
-            10f64.powi(d)
+            if d < 3 {
+                format!("{} ms", 10f64.powi(d))
+            } else {
+                format!("{} s", 10f64.powi(d - 3))
+            }
         );
     }
     for d in (y0 as i32)..=(y1 as i32) {

@@ -239,14 +239,18 @@ async fn simulate(
             }
         }
     };
+    let seeded = |seed| NodeConfig {
+        seed: Some(seed),
+        ..node_config.clone()
+    };
     let node_a = Arc::new(Node::start(
         Arc::clone(&link_a),
-        node_config.clone(),
+        seeded(NODE_A),
         deliver(Side::A),
     ));
     let node_b = Arc::new(Node::start(
         Arc::clone(&link_b),
-        node_config,
+        seeded(NODE_B),
         deliver(Side::B),
     ));
     drop(arrived);

@@ -51,6 +51,7 @@ pub struct Builder {
     pub(crate) factor: f64,
     pub(crate) start: Option<Duration>,
     pub(crate) jitter: f64,
+    pub(crate) jitter_seed: Option<u64>,
     pub(crate) name: SharedString,
     pub(crate) cancel: Option<CancellationToken>,
     pub(crate) budget: Option<Budget>,
@@ -66,6 +67,7 @@ impl Builder {
             factor: 2.0,
             start: None,
             jitter: 0.0,
+            jitter_seed: None,
             name: SharedString::const_str("cardio"),
             cancel: None,
             budget: None,
@@ -117,6 +119,13 @@ impl Builder {
             "cardio: `jitter` must be at least 0 and less than 1, got {jitter}"
         );
         self.jitter = jitter;
+        self
+    }
+
+    /// Seeds the jitter's random numbers, for runs that must repeat exactly (simulations,
+    /// tests). By default each heartbeat draws its seed from the process's random keys.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
         self
     }
 

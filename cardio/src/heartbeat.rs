@@ -118,7 +118,7 @@ impl Heartbeat {
             last: None,
             held: false,
             armed_with: None,
-            jitter: (b.jitter > 0.0).then(|| Jitter::new(b.jitter)),
+            jitter: (b.jitter > 0.0).then(|| Jitter::new(b.jitter, b.jitter_seed)),
             budget: b.budget.map(TokenBucket::new),
             cancel: b.cancel.map(|token| Box::pin(token.cancelled_owned())),
             done: false,
@@ -432,10 +432,10 @@ struct Jitter {
 }
 
 impl Jitter {
-    fn new(spread: f64) -> Self {
+    fn new(spread: f64, seed: Option<u64>) -> Self {
         let mut jitter = Jitter {
             spread,
-            state: RandomState::new().hash_one(0x6361_7264_696f_u64),
+            state: seed.unwrap_or_else(|| RandomState::new().hash_one(0x6361_7264_696f_u64)),
             factor: 1.0,
         };
         jitter.resample();

@@ -310,6 +310,25 @@ async fn jitter_spreads_gaps_within_bounds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_jitter_seed_repeats_the_timeline() {
+    let start = Instant::now();
+    let seeded = |seed| {
+        Heartbeat::builder(secs(1), secs(1))
+            .jitter(0.5)
+            .jitter_seed(seed)
+            .build()
+    };
+    let (mut a, mut b, mut c) = (seeded(7), seeded(7), seeded(8));
+    let ta = beats(&mut a, start, 20, |_| {}).await;
+    let start = Instant::now();
+    let tb = beats(&mut b, start, 20, |_| {}).await;
+    let start = Instant::now();
+    let tc = beats(&mut c, start, 20, |_| {}).await;
+    assert_eq!(ta, tb, "the same seed, the same gaps");
+    assert_ne!(ta, tc, "another seed, other gaps");
+}
+
+#[tokio::test(start_paused = true)]
 async fn budget_stretches_the_interval() {
     // Two beats back to back, then one every 10 s on average, however hard faster() pushes:
     // |  |        |         |         |

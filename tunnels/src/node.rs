@@ -57,6 +57,8 @@ pub struct NodeConfig {
     pub buffered_bytes: usize,
     /// Sends in flight at once.
     pub concurrent_sends: usize,
+    /// Seeds the poll jitter, for runs that must repeat exactly (the cost simulation).
+    pub seed: Option<u64>,
     /// The most frames one send carries (beside the link's own limits). `usize::MAX` unless
     /// you want one object per packet, as the seed's design had.
     pub frames_per_send: usize,
@@ -76,6 +78,7 @@ impl Default for NodeConfig {
             send_delay: Duration::from_millis(20),
             buffered_bytes: 64 << 20,
             concurrent_sends: 1,
+            seed: None,
             frames_per_send: usize::MAX,
         }
     }
@@ -127,6 +130,9 @@ impl Node {
             .cancel_on(stop.clone());
         if let Some(budget) = config.poll_budget {
             heart = heart.budget(budget);
+        }
+        if let Some(seed) = config.seed {
+            heart = heart.jitter_seed(seed);
         }
         let mut heart = heart.build();
         let handle = heart.handle();
