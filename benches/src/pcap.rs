@@ -163,7 +163,7 @@ fn read_pcapng(data: &[u8]) -> Result<Vec<Captured>, PcapError> {
             interfaces.clear();
         }
         let len = r.u32(at + 4)? as usize;
-        if len < 12 || len % 4 != 0 {
+        if len < 12 || !len.is_multiple_of(4) {
             return Err(PcapError::BadLength);
         }
         let body = r.slice(at + 8, len - 12)?;
