@@ -12,7 +12,7 @@
 //!   counts (CloudWatch Logs adds 26 bytes per event);
 //! - `buffered_byte_limit` bounds the memory: [`Bundler::add`] refuses what does not fit, and
 //!   hands the item back, [`Bundler::add_wait`] waits for room;
-//! - a [`Budget`](cardio::Budget) of calls per window is a ceiling the handler is never called
+//! - a [`Budget`] of calls per window is a ceiling the handler is never called
 //!   above: while it is spent, bundles grow instead;
 //! - [`Bundler::flush`] and [`Bundler::close`] return when what was added has been handled;
 //!   nothing accepted is lost or handled twice.
