@@ -5,11 +5,17 @@
 //! - [`store`]: the small object-store trait the S3 link's logic runs on, and an in-memory
 //!   store with per-call accounting, a latency model and prices.
 //! - [`s3`]: the S3 link: key layout, sending, and two receive strategies (list and probe).
+//! - `aws` (feature `aws`, on by default): the store on the AWS SDK, for S3 and S3-compatible
+//!   servers.
 //! - [`node`]: a node: frames in, bundled by destination, sent within a call budget; polls on an
 //!   adaptive heartbeat; frames out.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod link;
+#[cfg(feature = "aws")]
+pub mod local_s3;
 pub mod node;
 pub mod s3;
 pub mod store;

@@ -1,0 +1,258 @@
+//! [`ObjectStore`] on Amazon S3 (or any S3-compatible server) through the AWS SDK.
+//!
+//! Configuration is the standard AWS one: the credential chain (environment, profile, SSO,
+//! instance and container roles), the region, and `AWS_ENDPOINT_URL`, plus an explicit endpoint
+//! and path-style addressing for S3-compatible servers.
+//!
+//! The SDK's own retries are off: the S3 link retries throttling and failures itself, with
+//! backoff and jitter, and counts every attempt as the billed call it is. Retries inside the SDK
+//! would be calls nobody counted.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use bytes::Bytes;
+
+use crate::store::{ObjectStore, StoreError, StoreErrorKind};
+
+/// Where and how to reach the bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3StoreConfig {
+    /// The bucket.
+    pub bucket: String,
+    /// The region; otherwise the standard chain (`AWS_REGION`, the profile).
+    pub region: Option<String>,
+    /// The profile to read credentials and region from; otherwise `AWS_PROFILE` or `default`.
+    pub profile: Option<String>,
+    /// An S3-compatible endpoint, such as `http://127.0.0.1:9000`; otherwise `AWS_ENDPOINT_URL`
+    /// or AWS's own.
+    pub endpoint_url: Option<String>,
+    /// Address buckets by path (`endpoint/bucket/key`) rather than by host name, as most
+    /// S3-compatible servers want.
+    pub path_style: bool,
+    /// An access key and secret key to use instead of the credential chain (a local server's).
+    pub credentials: Option<(String, String)>,
+}
+
+/// A bucket on S3 or an S3-compatible server.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+}
+
+impl S3Store {
+    /// Builds a client from the standard AWS configuration and `config`. Makes no call.
+    pub async fn connect(config: &S3StoreConfig) -> S3Store {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .build(),
+            );
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(profile) = &config.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(endpoint) = &config.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some((access_key, secret_key)) = &config.credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                access_key, secret_key, None, None, "tunnel",
+            ));
+        }
+        let shared = loader.load().await;
+        let s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.path_style)
+            .build();
+        S3Store {
+            client: Client::from_conf(s3),
+            bucket: config.bucket.clone(),
+        }
+    }
+
+    /// The SDK client, for calls beyond the store's four (creating a bucket in a test).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Checks that the bucket exists and can be listed: a clear error at start-up instead of
+    /// failures later.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::NoSuchBucket`], [`StoreErrorKind::AccessDenied`], or whatever else the
+    /// call failed with.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .max_keys(1)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| store_error(&e))
+    }
+}
+
+/// Sorts an SDK failure into the kinds the link reacts to.
+fn store_error<E>(err: &SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let kind = match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StoreErrorKind::Unavailable
+        }
+        SdkError::ServiceError(service) => match service.err().code() {
+            Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded") => {
+                StoreErrorKind::Throttled
+            }
+            Some("InternalError" | "ServiceUnavailable" | "RequestTimeout") => {
+                StoreErrorKind::Unavailable
+            }
+            Some("NoSuchBucket") => StoreErrorKind::NoSuchBucket,
+            Some(
+                "AccessDenied"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "InvalidToken"
+                | "NotSignedUp"
+                | "AllAccessDisabled",
+            ) => StoreErrorKind::AccessDenied,
+            // A code we do not know: the status says enough.
+            _ => match service.raw().status().as_u16() {
+                403 => StoreErrorKind::AccessDenied,
+                503 => StoreErrorKind::Throttled,
+                500..=599 => StoreErrorKind::Unavailable,
+                _ => StoreErrorKind::Other,
+            },
+        },
+        _ => StoreErrorKind::Other,
+    };
+    let message = match err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            format!(
+                "{}: {}",
+                e.code().unwrap_or("error"),
+                e.message().unwrap_or("no message")
+            )
+        }
+        other => {
+            // The SDK's own Display says only "dispatch failure"; the source says why.
+            let mut message = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                message.push_str(": ");
+                message.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            message
+        }
+    };
+    StoreError::new(kind, message)
+}
+
+impl ObjectStore for S3Store {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| store_error(&e))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(None),
+            Err(e) => return Err(store_error(&e)),
+        };
+        let body = output.body.collect().await.map_err(|e| {
+            StoreError::new(StoreErrorKind::Unavailable, format!("reading {key}: {e}"))
+        })?;
+        Ok(Some(body.into_bytes()))
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let output = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_start_after(start_after.map(str::to_owned))
+            .max_keys(max_keys.min(1_000) as i32)
+            .send()
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok(output
+            .contents()
+            .iter()
+            .filter_map(|object| object.key().map(str::to_owned))
+            .collect())
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let objects = keys
+            .iter()
+            .map(|key| ObjectIdentifier::builder().key(key).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
+        self.client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| store_error(&e))
+    }
+}

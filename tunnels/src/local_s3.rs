@@ -1,0 +1,109 @@
+//! An S3-compatible server in this process: `s3s-fs` on a directory, served on loopback.
+//!
+//! For the demo, which needs no AWS account, and for tests, which talk to it through the real
+//! AWS SDK. Stopping it (or dropping it) closes the listener and every connection, so a test can
+//! also take the server away in the middle of a transfer and bring it back on the same port.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::aws::S3StoreConfig;
+
+/// The access key the local server accepts.
+pub const ACCESS_KEY: &str = "local-access-key";
+/// The secret key the local server accepts.
+pub const SECRET_KEY: &str = "local-secret-key";
+
+/// A running local S3 server. Dropping it stops it.
+#[derive(Debug)]
+pub struct LocalS3 {
+    addr: SocketAddr,
+    root: PathBuf,
+    tasks: JoinSet<()>,
+}
+
+impl LocalS3 {
+    /// Serves the buckets under `root` (a bucket is a directory) on `addr` (port 0 picks one).
+    ///
+    /// # Errors
+    ///
+    /// If `root` is not a usable directory or the address cannot be bound.
+    pub async fn start(root: &Path, addr: SocketAddr) -> io::Result<LocalS3> {
+        std::fs::create_dir_all(root)?;
+        let fs = s3s_fs::FileSystem::new(root).map_err(|e| io::Error::other(format!("{e:?}")))?;
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            // Connections live in a set owned by the accept loop, so aborting the loop (when
+            // the server stops) drops them too.
+            let mut connections = JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = service.clone();
+                connections.spawn(async move {
+                    let _ = ConnBuilder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Ok(LocalS3 {
+            addr,
+            root: root.to_owned(),
+            tasks,
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its endpoint URL, such as `http://127.0.0.1:41234`.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The directory it serves.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates a bucket (a directory).
+    ///
+    /// # Errors
+    ///
+    /// If the directory cannot be created.
+    pub fn create_bucket(&self, bucket: &str) -> io::Result<()> {
+        std::fs::create_dir_all(self.root.join(bucket))
+    }
+
+    /// A store configuration for `bucket` on this server, with its credentials.
+    pub fn store_config(&self, bucket: &str) -> S3StoreConfig {
+        S3StoreConfig {
+            bucket: bucket.to_owned(),
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(self.endpoint_url()),
+            path_style: true,
+            credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into())),
+            ..S3StoreConfig::default()
+        }
+    }
+
+    /// Stops serving: the listener closes and open connections are dropped.
+    pub fn stop(mut self) {
+        self.tasks.abort_all();
+    }
+}

@@ -1,0 +1,268 @@
+//! The store on the AWS SDK against real S3-compatible servers on loopback: `s3s-fs` in this
+//! process, and `moto_server` (installed into `.venv` by `scripts/test`). A test whose server
+//! cannot be found fails; it does not skip.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tunnels::Link;
+use tunnels::aws::{S3Store, S3StoreConfig};
+use tunnels::local_s3::LocalS3;
+use tunnels::s3::{RetryPolicy, S3Link, S3LinkConfig};
+use tunnels::store::{ObjectStore, StoreErrorKind};
+
+/// A directory removed when the test ends, however it ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("tunnels-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What every S3-compatible server must do for the link: the four calls, in S3's order.
+async fn behaves_like_s3(store: &S3Store) {
+    for key in ["net/b/2", "net/b/1", "net/c/1", "net/b/3", "net/b0"] {
+        store
+            .put(key, Bytes::from(format!("body of {key}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.get("net/b/1").await.unwrap(),
+        Some(Bytes::from_static(b"body of net/b/1"))
+    );
+    assert_eq!(
+        store.get("net/b/9").await.unwrap(),
+        None,
+        "a missing key is None"
+    );
+    assert_eq!(
+        store.list("net/b/", None, 1_000).await.unwrap(),
+        ["net/b/1", "net/b/2", "net/b/3"]
+    );
+    assert_eq!(
+        store.list("net/b/", Some("net/b/1"), 1).await.unwrap(),
+        ["net/b/2"]
+    );
+    store
+        .delete_many(&["net/b/1".into(), "net/b/2".into(), "net/missing".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list("net/b/", None, 1_000).await.unwrap(),
+        ["net/b/3"]
+    );
+    // A batch as large as a default object, in one PUT.
+    let big = Bytes::from(vec![7u8; 8 << 20]);
+    store.put("net/big", big.clone()).await.unwrap();
+    assert_eq!(store.get("net/big").await.unwrap(), Some(big));
+}
+
+async fn link_round_trip(store: &S3Store) {
+    let config = S3LinkConfig {
+        prefix: "tunnel/".into(),
+        ..S3LinkConfig::default()
+    };
+    let a = S3Link::new(store.clone(), 0xa, 1, config.clone());
+    let b = S3Link::new(store.clone(), 0xb, 1, config);
+    let frames = [Bytes::from_static(b"hello"), Bytes::from(vec![1u8; 1_400])];
+    a.send(0xb, &frames).await.unwrap();
+    a.send(0xb, &frames[..1]).await.unwrap();
+    let got = b.poll().await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].frames, frames);
+    assert_eq!(got[1].frames, frames[..1]);
+    assert!(store.list("tunnel/", None, 1_000).await.unwrap().is_empty());
+}
+
+async fn local_server(dir: &Path) -> LocalS3 {
+    let server = LocalS3::start(dir, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    server.create_bucket("bucket").unwrap();
+    server
+}
+
+#[tokio::test]
+async fn the_store_on_s3s_fs() {
+    let dir = TempDir::new("s3s-store");
+    let server = local_server(&dir.0).await;
+    let store = S3Store::connect(&server.store_config("bucket")).await;
+    store.check().await.unwrap();
+    behaves_like_s3(&store).await;
+    link_round_trip(&store).await;
+}
+
+#[tokio::test]
+async fn a_missing_bucket_and_bad_credentials_are_clear_errors() {
+    let dir = TempDir::new("s3s-errors");
+    let server = local_server(&dir.0).await;
+    let missing = S3Store::connect(&server.store_config("no-such-bucket")).await;
+    let err = missing.check().await.unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::NoSuchBucket, "{err}");
+
+    let wrong = S3Store::connect(&S3StoreConfig {
+        credentials: Some(("someone".into(), "else".into())),
+        ..server.store_config("bucket")
+    })
+    .await;
+    let err = wrong.check().await.unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::AccessDenied, "{err}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_server_that_goes_away_is_retried_until_it_is_back() {
+    let dir = TempDir::new("s3s-outage");
+    let server = local_server(&dir.0).await;
+    let addr = server.addr();
+    let config = server.store_config("bucket");
+    let store = S3Store::connect(&config).await;
+    let link = S3Link::new(
+        store.clone(),
+        0xa,
+        1,
+        S3LinkConfig {
+            retry: RetryPolicy {
+                base: Duration::from_millis(50),
+                max: Duration::from_millis(500),
+                window: Duration::from_secs(30),
+            },
+            ..S3LinkConfig::default()
+        },
+    );
+    server.stop();
+    let unreachable = store.check().await.unwrap_err();
+    assert_eq!(
+        unreachable.kind(),
+        StoreErrorKind::Unavailable,
+        "{unreachable}"
+    );
+    assert!(unreachable.is_retryable());
+
+    let restart = tokio::spawn({
+        let root = dir.0.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            LocalS3::start(&root, addr).await.unwrap()
+        }
+    });
+    link.send(0xb, &[Bytes::from_static(b"through the outage")])
+        .await
+        .unwrap();
+    let _server = restart.await.unwrap();
+    assert!(
+        link.stats()
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    let receiver = S3Link::new(store, 0xb, 1, S3LinkConfig::default());
+    let got = receiver.poll().await.unwrap();
+    assert_eq!(got[0].frames, [Bytes::from_static(b"through the outage")]);
+}
+
+/// `moto_server`: from `.venv` (where `scripts/test` installs it), `$MOTO_SERVER`, or `PATH`.
+fn moto_server() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("moto_server"))
+        .find(|candidate| candidate.exists());
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "moto_server not found: run scripts/test, which installs it into .venv, or set \
+             MOTO_SERVER"
+        )
+    })
+}
+
+/// A `moto_server` on a free loopback port, killed when dropped.
+struct Moto {
+    child: tokio::process::Child,
+    endpoint: String,
+}
+
+impl Moto {
+    async fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new(moto_server())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("moto_server starts");
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Moto {
+                    child,
+                    endpoint: format!("http://127.0.0.1:{port}"),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("moto_server did not listen on port {port} within 30 s");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test]
+async fn the_store_on_moto() {
+    let moto = Moto::start().await;
+    let config = S3StoreConfig {
+        bucket: "bucket".into(),
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(moto.endpoint.clone()),
+        path_style: true,
+        credentials: Some(("testing".into(), "testing".into())),
+        ..S3StoreConfig::default()
+    };
+    let store = S3Store::connect(&config).await;
+    assert_eq!(
+        store.check().await.unwrap_err().kind(),
+        StoreErrorKind::NoSuchBucket
+    );
+    store
+        .client()
+        .create_bucket()
+        .bucket("bucket")
+        .send()
+        .await
+        .unwrap();
+    store.check().await.unwrap();
+    behaves_like_s3(&store).await;
+    link_round_trip(&store).await;
+}
