@@ -42,3 +42,19 @@ pub fn text(data: &[u8]) {
     // A text-borne batch goes through both decoders in a link.
     batch(&bytes);
 }
+
+/// Reading any bytes as an IPv6 packet (what a tunnel does with every packet from its device
+/// and from the link) never panics; an echo request is answered with a valid reply.
+pub fn ip(data: &[u8]) {
+    use crate::ip::{Ipv6, echo, echo_reply};
+    let Some(packet) = Ipv6::new_checked(data) else {
+        return;
+    };
+    let _ = (packet.src(), packet.dst(), packet.payload().len());
+    if let Some(reply) = echo_reply(&packet) {
+        let reply = Ipv6::new_checked(&reply).expect("a reply is a packet");
+        let answer = echo(&reply).expect("a reply is an echo");
+        assert!(!answer.request);
+        assert_eq!(reply.dst(), packet.src());
+    }
+}

@@ -13,6 +13,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod ip;
 pub mod link;
 #[cfg(feature = "aws")]
 pub mod local_s3;

@@ -25,3 +25,8 @@ fn batch_corpus() {
 fn text_corpus() {
     replay("text", tunnels::fuzz::text);
 }
+
+#[test]
+fn ip_corpus() {
+    replay("ip", tunnels::fuzz::ip);
+}
