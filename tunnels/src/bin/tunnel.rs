@@ -1,0 +1,315 @@
+//! `tunnel`: carries IP packets between machines through an S3 bucket, cheaply when idle and
+//! quickly when busy.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use tokio::sync::mpsc;
+use tunnels::aws::S3Store;
+use tunnels::ip::{self, Ipv6};
+use tunnels::local_s3::LocalS3;
+use tunnels::node::{Node, NodeConfig};
+use tunnels::s3::{S3Link, S3LinkConfig};
+use tunnels::store::Call;
+use tunnels::{NodeId, Received};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tunnel",
+    version,
+    about = "Carries IP packets between machines through an S3 bucket: cheaply when idle, \
+             quickly when busy."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs two nodes over an S3-compatible server started in this process, through the real
+    /// AWS SDK, and pings from one to the other: no root, no AWS account. Prints each round
+    /// trip, then the calls by kind and what they would cost on S3 Standard, while active and
+    /// while idle.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Echo requests to send.
+    #[arg(long, default_value_t = 10)]
+    count: u16,
+    /// Time between echo requests (such as 500ms, 1s, 2m).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    interval: Duration,
+    /// How long to stay idle after the pings, measuring what idling costs.
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    idle: Duration,
+    /// Directory for the local server's bucket [default: a new one under the system's temporary
+    /// directory, removed at the end].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// Parses `250ms`, `1s`, `2m`, `1h`, or a number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 1s or 2m"))?;
+    let seconds = match unit {
+        "ms" => number / 1e3,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3_600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tunnel: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Hoshino's network, for old times' sake.
+const NETWORK: Ipv6Addr = Ipv6Addr::new(0xfd5e, 0x59b8, 0xf71d, 0x9a3e, 0, 0, 0, 0);
+const NODE_A: NodeId = 0xa;
+const NODE_B: NodeId = 0xb;
+const BUCKET: &str = "tunnel-demo";
+
+/// A directory removed at the end, unless the user chose it.
+struct DemoDir {
+    path: PathBuf,
+    remove: bool,
+}
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn calls<S: tunnels::store::ObjectStore>(links: &[&S3Link<S>]) -> [u64; 4] {
+    let mut total = [0; 4];
+    for link in links {
+        for (t, n) in total.iter_mut().zip(link.calls().by_kind()) {
+            *t += n;
+        }
+    }
+    total
+}
+
+fn describe(calls: [u64; 4]) -> String {
+    Call::ALL
+        .iter()
+        .zip(calls)
+        .map(|(kind, n)| format!("{n} {}", kind.as_str().to_uppercase()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn demo(args: DemoArgs) -> Result<(), String> {
+    let dir = match args.dir {
+        Some(path) => DemoDir {
+            path,
+            remove: false,
+        },
+        None => DemoDir {
+            path: std::env::temp_dir().join(format!("tunnel-demo-{}", std::process::id())),
+            remove: true,
+        },
+    };
+    let server = LocalS3::start(&dir.path, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|e| {
+            format!(
+                "starting the local S3 server in {}: {e}",
+                dir.path.display()
+            )
+        })?;
+    server
+        .create_bucket(BUCKET)
+        .map_err(|e| format!("creating the bucket: {e}"))?;
+    let store = S3Store::connect(&server.store_config(BUCKET)).await;
+    store.check().await.map_err(|e| e.to_string())?;
+    println!(
+        "S3-compatible server (s3s-fs) at {}, bucket {BUCKET}, through the AWS SDK",
+        server.endpoint_url()
+    );
+
+    let link_config = S3LinkConfig {
+        prefix: "demo/".into(),
+        ..S3LinkConfig::default()
+    };
+    let link_a = Arc::new(S3Link::new(store.clone(), NODE_A, 1, link_config.clone()));
+    let link_b = Arc::new(S3Link::new(store, NODE_B, 1, link_config));
+    // The demo idles for a minute, not an hour: it lingers 10 s (not 5 min) after traffic and
+    // backs off to 20 s (not 60 s), so that its idle phase shows a node at rest.
+    let node_config = NodeConfig {
+        linger: Duration::from_secs(10),
+        max_poll: Duration::from_secs(20),
+        ..NodeConfig::default()
+    };
+    let (addr_a, addr_b) = (
+        ip::node_addr(NETWORK, NODE_A),
+        ip::node_addr(NETWORK, NODE_B),
+    );
+    println!("node A {addr_a}, node B {addr_b}");
+
+    // B answers echo requests as a host would; A collects the replies.
+    let (to_b, mut at_b) = mpsc::unbounded_channel::<Bytes>();
+    let (to_a, mut at_a) = mpsc::unbounded_channel::<Bytes>();
+    let frames = |tx: mpsc::UnboundedSender<Bytes>| {
+        move |batch: Received| {
+            for frame in batch.frames {
+                let _ = tx.send(frame);
+            }
+        }
+    };
+    let node_a = Node::start(Arc::clone(&link_a), node_config.clone(), frames(to_a));
+    let node_b = Arc::new(Node::start(Arc::clone(&link_b), node_config, frames(to_b)));
+    let responder = tokio::spawn({
+        let node_b = Arc::clone(&node_b);
+        async move {
+            while let Some(frame) = at_b.recv().await {
+                if let Some(reply) = Ipv6::new_checked(&frame).and_then(|p| ip::echo_reply(&p)) {
+                    let _ = node_b.send(NODE_A, Bytes::from(reply));
+                }
+            }
+        }
+    });
+
+    let started = Instant::now();
+    let mut sent_at = Vec::new();
+    let mut rtts = Vec::new();
+    let mut ticker = tokio::time::interval(args.interval);
+    let data = [0x61u8; 56];
+    println!(
+        "PING {addr_b}: {} data bytes, every {:?}",
+        data.len(),
+        args.interval
+    );
+    let deadline = |sent: usize| sent >= usize::from(args.count);
+    loop {
+        tokio::select! {
+            _ = ticker.tick(), if !deadline(sent_at.len()) => {
+                let seq = sent_at.len() as u16 + 1;
+                let request = ip::echo_request(addr_a, addr_b, 0x7e57, seq, &data);
+                sent_at.push(Instant::now());
+                node_a
+                    .send(NODE_B, Bytes::from(request))
+                    .map_err(|e| format!("sending: {e}"))?;
+            }
+            Some(frame) = at_a.recv() => {
+                let Some(packet) = Ipv6::new_checked(&frame) else { continue };
+                let Some(echo) = ip::echo(&packet).filter(|e| !e.request) else { continue };
+                let Some(at) = sent_at.get(usize::from(echo.seq).wrapping_sub(1)) else { continue };
+                let rtt = at.elapsed();
+                rtts.push(rtt);
+                println!(
+                    "{} bytes from {}: icmp_seq={} time={:.0} ms",
+                    frame.len() - ip::HEADER_LEN,
+                    packet.src(),
+                    echo.seq,
+                    rtt.as_secs_f64() * 1e3
+                );
+                if rtts.len() == usize::from(args.count) {
+                    break;
+                }
+            }
+            () = tokio::time::sleep(Duration::from_secs(15)), if deadline(sent_at.len()) => {
+                println!("(no reply for 15 s after the last request)");
+                break;
+            }
+        }
+    }
+    let active = started.elapsed();
+    let active_calls = calls(&[&link_a, &link_b]);
+    let active_cost = link_a.cost() + link_b.cost();
+    rtts.sort();
+    println!(
+        "\n--- {addr_b} ping statistics ---\n{} packets transmitted, {} received, rtt min/median/max = {:.0}/{:.0}/{:.0} ms",
+        sent_at.len(),
+        rtts.len(),
+        rtts.first().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        rtts.get(rtts.len() / 2)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        rtts.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+    );
+    let per_day = |cost: f64, over: Duration| cost / 2.0 * 86_400.0 / over.as_secs_f64();
+    println!(
+        "active for {:.1} s: {} calls ({}), ${:.6}, projected ${:.4} per node per day",
+        active.as_secs_f64(),
+        active_calls.iter().sum::<u64>(),
+        describe(active_calls),
+        active_cost,
+        per_day(active_cost, active)
+    );
+
+    println!("\nidle for {:?}...", args.idle);
+    tokio::time::sleep(args.idle / 2).await;
+    // Measure the second half: the first is the heart slowing down.
+    let (before, cost_before) = (calls(&[&link_a, &link_b]), link_a.cost() + link_b.cost());
+    let window = args.idle - args.idle / 2;
+    tokio::time::sleep(window).await;
+    let idle_calls: Vec<u64> = calls(&[&link_a, &link_b])
+        .iter()
+        .zip(before)
+        .map(|(after, before)| after - before)
+        .collect();
+    let idle_cost = link_a.cost() + link_b.cost() - cost_before;
+    println!(
+        "idle, over the last {:.0} s: {} calls ({}), polling every {:.1} s: projected ${:.5} per node per day",
+        window.as_secs_f64(),
+        idle_calls.iter().sum::<u64>(),
+        describe(idle_calls.clone().try_into().unwrap_or([0; 4])),
+        node_a.heart().interval().as_secs_f64(),
+        per_day(idle_cost, window)
+    );
+    println!(
+        "(demo settings back off to 20 s; a node with the defaults backs off to 60 s and costs \
+         $0.0007 a day idle, see the cost simulation)"
+    );
+
+    node_a.shutdown().await;
+    responder.abort();
+    if let Ok(node_b) = Arc::try_unwrap(node_b) {
+        node_b.shutdown().await;
+    }
+    server.stop();
+    if rtts.len() == usize::from(args.count) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} echo requests were answered",
+            rtts.len(),
+            args.count
+        ))
+    }
+}
