@@ -44,7 +44,7 @@ use tokio::time::Instant;
 
 use crate::link::{Link, LinkError, NodeId, Received};
 use crate::store::{Call, Calls, ObjectStore, Prices, StoreError};
-use crate::wire::{self, Batch, FRAME_OVERHEAD, HEADER_LEN, Header, MAX_FRAME_LEN, TRAILER_LEN};
+use crate::wire::{Batch, FRAME_OVERHEAD, HEADER_LEN, Header, MAX_FRAME_LEN, TRAILER_LEN};
 
 /// How a receiver looks for new batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -595,13 +595,6 @@ impl<S: ObjectStore> Link for S3Link<S> {
             (Err(err), true) => Err(err.into()),
             _ => Ok(out),
         }
-    }
-}
-
-impl<S> S3Link<S> {
-    /// The wire size of a batch of `frames`, for callers sizing their own batches.
-    pub fn batch_len(frames: &[Bytes]) -> usize {
-        wire::encoded_len(frames)
     }
 }
 
