@@ -141,9 +141,86 @@ pub struct LinkStats {
     pub rings: AtomicU64,
 }
 
+/// What a link counts beside its calls; see [`LinkStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stat {
+    Delivered,
+    Duplicate,
+    Rejected,
+    Lost,
+    Retry,
+    Ring,
+}
+
+impl Stat {
+    const ALL: [Stat; 6] = [
+        Stat::Delivered,
+        Stat::Duplicate,
+        Stat::Rejected,
+        Stat::Lost,
+        Stat::Retry,
+        Stat::Ring,
+    ];
+}
+
 impl LinkStats {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    fn counter(&self, stat: Stat) -> &AtomicU64 {
+        match stat {
+            Stat::Delivered => &self.delivered,
+            Stat::Duplicate => &self.duplicates,
+            Stat::Rejected => &self.rejected,
+            Stat::Lost => &self.lost,
+            Stat::Retry => &self.retries,
+            Stat::Ring => &self.rings,
+        }
+    }
+}
+
+/// Names of the metrics an S3 link records, each labelled `node` (16 hex digits).
+pub mod metric_names {
+    /// Counter: store calls, labelled `kind` (put, get, list, delete), retries included.
+    pub const CALLS: &str = "tunnel_store_calls_total";
+    /// Gauge: what the calls so far cost at the link's prices, in dollars.
+    pub const COST: &str = "tunnel_store_cost_dollars";
+    /// Counter: batches received, labelled `outcome` (delivered, duplicate, rejected, lost).
+    pub const BATCHES: &str = "tunnel_batches_total";
+    /// Counter: store calls retried after throttling or failure.
+    pub const RETRIES: &str = "tunnel_store_retries_total";
+    /// Counter: bells rung.
+    pub const BELLS: &str = "tunnel_bells_total";
+}
+
+/// Metric handles, registered once per link (see `cardio`'s for why).
+#[derive(Debug)]
+struct LinkMetrics {
+    calls: [metrics::Counter; 4],
+    cost: metrics::Gauge,
+    stats: [metrics::Counter; 6],
+}
+
+impl LinkMetrics {
+    fn register(me: NodeId) -> Self {
+        let node = format!("{me:016x}");
+        let n = || node.clone();
+        LinkMetrics {
+            calls: Call::ALL.map(|kind| {
+                metrics::counter!(metric_names::CALLS, "node" => n(), "kind" => kind.as_str())
+            }),
+            cost: metrics::gauge!(metric_names::COST, "node" => n()),
+            stats: Stat::ALL.map(|stat| match stat {
+                Stat::Retry => metrics::counter!(metric_names::RETRIES, "node" => n()),
+                Stat::Ring => metrics::counter!(metric_names::BELLS, "node" => n()),
+                outcome => {
+                    let outcome = match outcome {
+                        Stat::Delivered => "delivered",
+                        Stat::Duplicate => "duplicate",
+                        Stat::Rejected => "rejected",
+                        _ => "lost",
+                    };
+                    metrics::counter!(metric_names::BATCHES, "node" => n(), "outcome" => outcome)
+                }
+            }),
+        }
     }
 }
 
@@ -158,6 +235,7 @@ pub struct S3Link<S> {
     rx: tokio::sync::Mutex<Inbox>,
     calls: Calls,
     stats: LinkStats,
+    metrics: LinkMetrics,
     jitter: Mutex<u64>,
 }
 
@@ -235,6 +313,7 @@ impl<S: ObjectStore> S3Link<S> {
             rx: tokio::sync::Mutex::default(),
             calls: Calls::default(),
             stats: LinkStats::default(),
+            metrics: LinkMetrics::register(me),
             jitter: Mutex::new(me ^ epoch.rotate_left(32)),
             config,
         }
@@ -275,6 +354,12 @@ impl<S: ObjectStore> S3Link<S> {
         &self.stats
     }
 
+    /// Counts `n` of `stat`, in the stats and in the metrics.
+    fn note(&self, stat: Stat, n: u64) {
+        self.stats.counter(stat).fetch_add(n, Ordering::Relaxed);
+        self.metrics.stats[stat as usize].increment(n);
+    }
+
     fn inbox(&self) -> String {
         format!("{}{:016x}/", self.config.prefix, self.me)
     }
@@ -291,10 +376,12 @@ impl<S: ObjectStore> S3Link<S> {
         let mut wait = policy.base;
         loop {
             self.calls.count(kind);
+            self.metrics.calls[kind as usize].increment(1);
+            self.metrics.cost.set(self.cost());
             match attempt().await {
                 Ok(value) => return Ok(value),
                 Err(err) if err.is_retryable() && start.elapsed() + wait <= policy.window => {
-                    LinkStats::add(&self.stats.retries, 1);
+                    self.note(Stat::Retry, 1);
                     tokio::time::sleep(self.jittered(wait)).await;
                     wait = (wait * 2).min(policy.max);
                 }
@@ -335,12 +422,12 @@ impl<S: ObjectStore> S3Link<S> {
         let batch = match Batch::new_checked(&body[..]) {
             Ok(batch) if batch.header() == expect => batch,
             _ => {
-                LinkStats::add(&self.stats.rejected, 1);
+                self.note(Stat::Rejected, 1);
                 return None;
             }
         };
         let frames = batch.frame_ranges().map(|r| body.slice(r)).collect();
-        LinkStats::add(&self.stats.delivered, 1);
+        self.note(Stat::Delivered, 1);
         Some(Received {
             sender: expect.sender,
             epoch: expect.epoch,
@@ -370,7 +457,7 @@ impl<S: ObjectStore> S3Link<S> {
             start_after = keys.last().cloned();
             for key in keys {
                 let Some((sender, epoch, seq)) = parse_key(&key[prefix.len()..]) else {
-                    LinkStats::add(&self.stats.rejected, 1);
+                    self.note(Stat::Rejected, 1);
                     done.push(key);
                     continue;
                 };
@@ -386,7 +473,7 @@ impl<S: ObjectStore> S3Link<S> {
                 if epoch != peer.epoch {
                     if epoch < peer.epoch {
                         // A life of the sender's before the one we follow.
-                        LinkStats::add(&self.stats.duplicates, 1);
+                        self.note(Stat::Duplicate, 1);
                         done.push(key);
                         continue;
                     }
@@ -398,7 +485,7 @@ impl<S: ObjectStore> S3Link<S> {
                     };
                 }
                 if seq < peer.next {
-                    LinkStats::add(&self.stats.duplicates, 1);
+                    self.note(Stat::Duplicate, 1);
                     done.push(key);
                     continue;
                 }
@@ -408,7 +495,7 @@ impl<S: ObjectStore> S3Link<S> {
                         blocked.push(sender);
                         continue;
                     }
-                    LinkStats::add(&self.stats.lost, seq - peer.next);
+                    self.note(Stat::Lost, seq - peer.next);
                     peer.next = seq;
                 }
                 peer.gap_since = None;
@@ -570,7 +657,7 @@ impl<S: ObjectStore> Link for S3Link<S> {
                 .call(Call::Put, || self.store.put(&bell, Bytes::new()))
                 .await
             {
-                Ok(()) => LinkStats::add(&self.stats.rings, 1),
+                Ok(()) => self.note(Stat::Ring, 1),
                 Err(_) => {
                     // The batch is there; ring again with the next one.
                     let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());

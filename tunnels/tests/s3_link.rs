@@ -320,3 +320,57 @@ async fn two_nodes_ping_pong_over_the_memory_store() {
     node_a.shutdown().await;
     echo.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn calls_costs_and_outcomes_are_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use tunnels::s3::metric_names;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let store = MemoryStore::new(LatencyModel::NONE, 1);
+    let (a, b) =
+        metrics::with_local_recorder(&recorder, || (link(&store, A, 1), link(&store, B, 1)));
+    a.send(B, &frames(&["counted"])).await.unwrap();
+    assert_eq!(b.poll().await.unwrap().len(), 1);
+
+    let snapshot = snapshotter.snapshot().into_vec();
+    let value = |name: &str, node: u64, label: Option<(&str, &str)>| {
+        let node = format!("{node:016x}");
+        snapshot
+            .iter()
+            .find(|(key, _, _, _)| {
+                let key = key.key();
+                key.name() == name
+                    && key.labels().any(|l| l.key() == "node" && l.value() == node)
+                    && label
+                        .is_none_or(|(k, v)| key.labels().any(|l| l.key() == k && l.value() == v))
+            })
+            .map(|(_, _, _, value)| value)
+            .unwrap_or_else(|| panic!("no {name} for {node}"))
+    };
+    // A: a batch and a bell; B: deletes its bell, lists, gets, deletes.
+    assert_eq!(
+        *value(metric_names::CALLS, A, Some(("kind", "put"))),
+        DebugValue::Counter(2)
+    );
+    assert_eq!(
+        *value(metric_names::CALLS, B, Some(("kind", "list"))),
+        DebugValue::Counter(1)
+    );
+    assert_eq!(
+        *value(metric_names::CALLS, B, Some(("kind", "delete"))),
+        DebugValue::Counter(2)
+    );
+    assert_eq!(*value(metric_names::BELLS, A, None), DebugValue::Counter(1));
+    assert_eq!(
+        *value(metric_names::BATCHES, B, Some(("outcome", "delivered"))),
+        DebugValue::Counter(1)
+    );
+    match value(metric_names::COST, A, None) {
+        DebugValue::Gauge(dollars) => {
+            assert!((dollars.into_inner() - 2.0 * 0.005 / 1_000.0).abs() < 1e-12)
+        }
+        other => panic!("not a gauge: {other:?}"),
+    }
+}
