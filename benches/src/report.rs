@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tunnels::store::Call;
 
-use crate::sim::{Outcome, Policy, call_name};
+use crate::sim::{Outcome, Policy};
 
 /// A budget check: what, whether it held, and the figures behind it.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +39,10 @@ fn dollars(x: f64) -> String {
 /// The table of outcomes, as Markdown (which also reads well in a terminal).
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::new();
-    let calls: Vec<&str> = Call::ALL.iter().map(|&c| call_name(c)).collect();
+    let calls: Vec<String> = Call::ALL
+        .iter()
+        .map(|c| c.as_str().to_uppercase())
+        .collect();
     let _ = writeln!(
         out,
         "| trace | policy | {} | $/node/day | $/GiB | delivered | p50 | p99 | max |",

@@ -10,7 +10,7 @@ use cardio::Budget;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 use tunnels::s3::{S3Link, S3LinkConfig, Strategy};
-use tunnels::store::{Call, LatencyModel, MemoryStore, Prices};
+use tunnels::store::{LatencyModel, MemoryStore, Prices};
 use tunnels::{Node, NodeConfig, Received};
 
 use crate::traces::{Reply, Side, Trace};
@@ -340,15 +340,5 @@ async fn simulate(
         delivered,
         bytes,
         latencies,
-    }
-}
-
-/// The name of a call kind as the report prints it.
-pub fn call_name(kind: Call) -> &'static str {
-    match kind {
-        Call::Put => "PUT",
-        Call::Get => "GET",
-        Call::List => "LIST",
-        Call::Delete => "DELETE",
     }
 }

@@ -237,15 +237,3 @@ pub fn wake() -> Trace {
 pub fn builtin() -> Vec<Trace> {
     vec![idle(), ping(), ssh(), web(), bulk(), wake()]
 }
-
-/// Bytes a trace sends, replies included (as if every packet arrived).
-pub fn bytes(trace: &Trace) -> u64 {
-    trace
-        .sends
-        .iter()
-        .map(|s| {
-            let reply = s.reply.map_or(0, |r| u64::from(r.packets) * r.size as u64);
-            s.size as u64 + reply
-        })
-        .sum()
-}
