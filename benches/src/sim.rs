@@ -103,7 +103,7 @@ pub struct Outcome {
     pub policy: Policy,
     /// How long the trace lasts.
     pub duration: Duration,
-    /// Calls by kind, in the order of [`Call::ALL`].
+    /// Calls by kind, in the order of [`Call::ALL`](tunnels::store::Call::ALL).
     pub calls: [u64; 4],
     /// What the calls cost, in dollars.
     pub cost: f64,
