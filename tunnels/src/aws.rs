@@ -98,17 +98,19 @@ impl S3Store {
         &self.bucket
     }
 
-    /// Checks that the bucket exists and can be listed: a clear error at start-up instead of
-    /// failures later.
+    /// Checks that the bucket exists and that keys under `prefix` can be listed: a clear error
+    /// at start-up instead of failures later. Lists under the prefix only, so a policy that
+    /// allows listing just the tunnel's prefix passes.
     ///
     /// # Errors
     ///
     /// [`StoreErrorKind::NoSuchBucket`], [`StoreErrorKind::AccessDenied`], or whatever else the
     /// call failed with.
-    pub async fn check(&self) -> Result<(), StoreError> {
+    pub async fn check(&self, prefix: &str) -> Result<(), StoreError> {
         self.client
             .list_objects_v2()
             .bucket(&self.bucket)
+            .prefix(prefix)
             .max_keys(1)
             .send()
             .await

@@ -9,7 +9,10 @@
 //!   servers.
 //! - [`node`]: a node: frames in, bundled by destination, sent within a call budget; polls on an
 //!   adaptive heartbeat; frames out.
-#![forbid(unsafe_code)]
+//! - [`ip`]: the few IPv6 fields a tunnel reads, node addresses, ICMPv6 echo.
+//! - `tun` (feature `tun`, Linux): a TUN device and its configuration through netlink; the only
+//!   module with `unsafe` code.
+#![deny(unsafe_code)]
 
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -20,6 +23,9 @@ pub mod local_s3;
 pub mod node;
 pub mod s3;
 pub mod store;
+#[cfg(all(feature = "tun", target_os = "linux"))]
+#[allow(unsafe_code)]
+pub mod tun;
 pub mod wire;
 
 pub use link::{Link, LinkError, NodeId, Received};

@@ -101,7 +101,7 @@ async fn the_store_on_s3s_fs() {
     let dir = TempDir::new("s3s-store");
     let server = local_server(&dir.0).await;
     let store = S3Store::connect(&server.store_config("bucket")).await;
-    store.check().await.unwrap();
+    store.check("").await.unwrap();
     behaves_like_s3(&store).await;
     link_round_trip(&store).await;
 }
@@ -111,7 +111,7 @@ async fn a_missing_bucket_and_bad_credentials_are_clear_errors() {
     let dir = TempDir::new("s3s-errors");
     let server = local_server(&dir.0).await;
     let missing = S3Store::connect(&server.store_config("no-such-bucket")).await;
-    let err = missing.check().await.unwrap_err();
+    let err = missing.check("").await.unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::NoSuchBucket, "{err}");
 
     let wrong = S3Store::connect(&S3StoreConfig {
@@ -119,7 +119,7 @@ async fn a_missing_bucket_and_bad_credentials_are_clear_errors() {
         ..server.store_config("bucket")
     })
     .await;
-    let err = wrong.check().await.unwrap_err();
+    let err = wrong.check("").await.unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::AccessDenied, "{err}");
     assert!(!err.is_retryable());
 }
@@ -145,7 +145,7 @@ async fn a_server_that_goes_away_is_retried_until_it_is_back() {
         },
     );
     server.stop();
-    let unreachable = store.check().await.unwrap_err();
+    let unreachable = store.check("").await.unwrap_err();
     assert_eq!(
         unreachable.kind(),
         StoreErrorKind::Unavailable,
@@ -252,7 +252,7 @@ async fn the_store_on_moto() {
     };
     let store = S3Store::connect(&config).await;
     assert_eq!(
-        store.check().await.unwrap_err().kind(),
+        store.check("").await.unwrap_err().kind(),
         StoreErrorKind::NoSuchBucket
     );
     store
@@ -262,7 +262,7 @@ async fn the_store_on_moto() {
         .send()
         .await
         .unwrap();
-    store.check().await.unwrap();
+    store.check("").await.unwrap();
     behaves_like_s3(&store).await;
     link_round_trip(&store).await;
 }

@@ -1,14 +1,12 @@
-//! `tunnel`: carries IP packets between machines through an S3 bucket, cheaply when idle and
-//! quickly when busy.
+//! `tunnel demo`: two nodes over an in-process S3-compatible server, pinging.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use tokio::sync::mpsc;
 use tunnels::aws::S3Store;
 use tunnels::ip::{self, Ipv6};
@@ -18,29 +16,10 @@ use tunnels::s3::{S3Link, S3LinkConfig};
 use tunnels::store::Call;
 use tunnels::{NodeId, Received};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "tunnel",
-    version,
-    about = "Carries IP packets between machines through an S3 bucket: cheaply when idle, \
-             quickly when busy."
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Runs two nodes over an S3-compatible server started in this process, through the real
-    /// AWS SDK, and pings from one to the other: no root, no AWS account. Prints each round
-    /// trip, then the calls by kind and what they would cost on S3 Standard, while active and
-    /// while idle.
-    Demo(DemoArgs),
-}
+use crate::{NETWORK, parse_duration};
 
 #[derive(Debug, Args)]
-struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Echo requests to send.
     #[arg(long, default_value_t = 10)]
     count: u16,
@@ -56,47 +35,6 @@ struct DemoArgs {
     dir: Option<PathBuf>,
 }
 
-/// Parses `250ms`, `1s`, `2m`, `1h`, or a number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 1s or 2m"))?;
-    let seconds = match unit {
-        "ms" => number / 1e3,
-        "" | "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3_600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {text:?}: use ms, s, m or h"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
-}
-
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Demo(args) => demo(args).await,
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("tunnel: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Hoshino's network, for old times' sake.
-const NETWORK: Ipv6Addr = Ipv6Addr::new(0xfd5e, 0x59b8, 0xf71d, 0x9a3e, 0, 0, 0, 0);
 const NODE_A: NodeId = 0xa;
 const NODE_B: NodeId = 0xb;
 const BUCKET: &str = "tunnel-demo";
@@ -134,7 +72,7 @@ fn describe(calls: [u64; 4]) -> String {
         .join(", ")
 }
 
-async fn demo(args: DemoArgs) -> Result<(), String> {
+pub(crate) async fn demo(args: DemoArgs) -> Result<(), String> {
     let dir = match args.dir {
         Some(path) => DemoDir {
             path,
@@ -157,7 +95,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         .create_bucket(BUCKET)
         .map_err(|e| format!("creating the bucket: {e}"))?;
     let store = S3Store::connect(&server.store_config(BUCKET)).await;
-    store.check().await.map_err(|e| e.to_string())?;
+    store.check("demo/").await.map_err(|e| e.to_string())?;
     println!(
         "S3-compatible server (s3s-fs) at {}, bucket {BUCKET}, through the AWS SDK",
         server.endpoint_url()

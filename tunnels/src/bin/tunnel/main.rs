@@ -1,0 +1,93 @@
+//! `tunnel`: carries IP packets between machines through an S3 bucket, cheaply when idle and
+//! quickly when busy.
+
+use std::net::Ipv6Addr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod up;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tunnel",
+    version,
+    about = "Carries IP packets between machines through an S3 bucket: cheaply when idle, \
+             quickly when busy."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Joins this machine to a network whose packets travel through an S3 bucket: creates a TUN
+    /// device with the node's IPv6 address and carries what the kernel routes to it. Needs
+    /// CAP_NET_ADMIN (root) for the device; runs until SIGINT or SIGTERM, then sends what is
+    /// pending and exits.
+    Up(Box<up::UpArgs>),
+    /// Runs two nodes over an S3-compatible server started in this process, through the real
+    /// AWS SDK, and pings from one to the other: no root, no AWS account. Prints each round
+    /// trip, then the calls by kind and what they would cost on S3 Standard, while active and
+    /// while idle.
+    Demo(demo::DemoArgs),
+}
+
+/// Parses `250ms`, `1s`, `2m`, `1h`, or a number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 1s or 2m"))?;
+    let seconds = match unit {
+        "ms" => number / 1e3,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3_600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("tunnel: starting the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up::up(*args).await,
+            Command::Demo(args) => demo::demo(args).await,
+        }
+    });
+    // Don't wait for tasks blocked in the SDK or on the device.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tunnel: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Hoshino's network, for old times' sake: the default of `--network` and the demo's.
+const NETWORK: Ipv6Addr = Ipv6Addr::new(0xfd5e, 0x59b8, 0xf71d, 0x9a3e, 0, 0, 0, 0);

@@ -1,0 +1,622 @@
+//! `tunnel up`: a node on a TUN device, its packets carried through an S3 bucket.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bundler::{AddErrorKind, Budget};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use metrics::Counter;
+use tracing::{debug, error, info, warn};
+use tunnels::aws::{S3Store, S3StoreConfig};
+use tunnels::ip::{self, Ipv6};
+use tunnels::node::{Node, NodeConfig};
+use tunnels::s3::{S3Link, S3LinkConfig, Strategy};
+use tunnels::store::{StoreError, StoreErrorKind};
+use tunnels::tun::{self, Tun};
+use tunnels::{NodeId, Received};
+
+use crate::parse_duration;
+
+#[derive(Debug, Args)]
+#[command(after_long_help = METRICS_HELP)]
+pub(crate) struct UpArgs {
+    /// The bucket and key prefix the network lives in, such as s3://my-bucket/tunnel. Every node
+    /// of one network gives the same. The bucket must exist.
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]", value_parser = parse_link)]
+    link: LinkUrl,
+
+    /// This node's id, in hexadecimal: the last 64 bits of its address (`--node-id a` gives
+    /// fd5e:59b8:f71d:9a3e::a). [default: the first 16 hex digits of /etc/machine-id; nodes
+    /// sharing a machine (or a machine-id) need their own]
+    #[arg(long, value_name = "HEX", value_parser = parse_node_id)]
+    node_id: Option<NodeId>,
+
+    /// The network's /64, shared by all its nodes. Pick your own unique local (fd00::/8) prefix
+    /// for a network of your own.
+    #[arg(long, value_name = "PREFIX/64", default_value = "fd5e:59b8:f71d:9a3e::/64", value_parser = parse_network)]
+    network: Ipv6Addr,
+
+    /// The TUN device to create (`%d` picks the next free number).
+    #[arg(long, default_value = "tunnel0")]
+    device: String,
+
+    /// The device's MTU, in bytes (1280 to 65535). Every frame costs 2 bytes on the wire, so
+    /// a larger MTU changes little but the kernel's segment sizes.
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1280..=65535))]
+    mtu: u32,
+
+    /// An S3-compatible endpoint, such as http://127.0.0.1:9000 [default: AWS_ENDPOINT_URL,
+    /// or AWS's own].
+    #[arg(long, value_name = "URL")]
+    endpoint_url: Option<String>,
+
+    /// Address the bucket by path (endpoint/bucket/key), as most S3-compatible servers want.
+    #[arg(long)]
+    path_style: bool,
+
+    /// The bucket's region [default: AWS_REGION, or the profile's].
+    #[arg(long)]
+    region: Option<String>,
+
+    /// The AWS profile for credentials and region [default: AWS_PROFILE, or `default`]. The
+    /// rest of the standard chain applies too (AWS_ACCESS_KEY_ID, instance roles, ...).
+    #[arg(long)]
+    profile: Option<String>,
+
+    /// The shortest interval between polls of the inbox, while packets flow. The cost
+    /// simulation's ping and ssh traces meet their latency budgets with 200ms.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    min: Duration,
+
+    /// The longest interval between polls, when idle. With 60s an idle node costs about $0.0007
+    /// a day (cost simulation, idle trace); the first packet after a long silence waits up to
+    /// about this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    max: Duration,
+
+    /// A ceiling on polls per day (bursts of up to 600 allowed), whatever the traffic: the
+    /// bill's upper bound for polling. 20000 GETs cost $0.008 a day on S3 Standard; the cost
+    /// simulation's traces stay within their latency budgets under it. 0 turns it off.
+    #[arg(long, value_name = "POLLS", default_value_t = 20_000)]
+    budget: u32,
+
+    /// How long after the last packet the node keeps polling at most every 400 ms, before it
+    /// backs off towards --max: conversations pause and resume.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    linger: Duration,
+
+    /// How the inbox is read: `probe` GETs the next expected object of each recent sender,
+    /// `list` LISTs the inbox, `auto` probes while fewer than 12 senders are active.
+    #[arg(long, value_enum, default_value_t = StrategyArg::Auto)]
+    strategy: StrategyArg,
+
+    /// Serve Prometheus metrics on this address, such as 127.0.0.1:9100 (see below).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+}
+
+const METRICS_HELP: &str = "\
+Metrics (--metrics), each labelled with the node id:
+  tunnel_packets_total{direction=\"out\"|\"in\"}    packets into the tunnel / delivered to the device
+  tunnel_bytes_total{direction}                 their bytes
+  tunnel_packets_dropped_total{reason}          buffer_full, too_large, device, send_failed
+  tunnel_packets_ignored_total{reason}          not_ipv6, outside_network (left to the kernel)
+  tunnel_packets_rejected_total{reason}         received frames that are not IPv6 (malformed) or
+                                                not from their sender to this node (wrong_address)
+  tunnel_batches_total{outcome}                 delivered, duplicate, rejected (bad objects), lost
+  tunnel_store_calls_total{kind}                S3 calls: put, get, list, delete (retries included)
+  tunnel_store_retries_total                    calls retried after throttling or failure
+  tunnel_store_cost_dollars                     what the calls cost at S3 Standard prices
+  cardio_interval_seconds{name=\"tunnel-poll\"}   the current interval between polls
+
+Logs go to standard error; RUST_LOG sets the level (error, warn, info, debug, trace), also per
+module (RUST_LOG=info,tunnels=debug).";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StrategyArg {
+    Auto,
+    Probe,
+    List,
+}
+
+/// `s3://bucket/prefix`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LinkUrl {
+    bucket: String,
+    /// "" or ending in `/`.
+    prefix: String,
+}
+
+impl std::fmt::Display for LinkUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+fn parse_link(text: &str) -> Result<LinkUrl, String> {
+    let rest = text
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("{text:?} is not an address such as s3://BUCKET/PREFIX"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && !bucket.starts_with(['.', '-'])
+        && !bucket.ends_with(['.', '-']);
+    if !valid {
+        return Err(format!(
+            "{bucket:?} is not a bucket name (3 to 63 lower-case letters, digits, '.' and '-')"
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    Ok(LinkUrl {
+        bucket: bucket.to_owned(),
+        prefix: if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        },
+    })
+}
+
+fn parse_node_id(text: &str) -> Result<NodeId, String> {
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    let id = NodeId::from_str_radix(digits, 16)
+        .map_err(|_| format!("{text:?} is not a node id: 1 to 16 hexadecimal digits"))?;
+    if id == 0 {
+        return Err("node id 0 is the network's own address (subnet-router anycast)".into());
+    }
+    Ok(id)
+}
+
+fn parse_network(text: &str) -> Result<Ipv6Addr, String> {
+    let (addr, len) = text.split_once('/').unwrap_or((text, "64"));
+    let addr: Ipv6Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv6 address"))?;
+    if len != "64" {
+        return Err(format!(
+            "the network must be a /64 (node ids are the last 64 bits), not /{len}"
+        ));
+    }
+    if u128::from(addr) & u128::from(u64::MAX) != 0 {
+        return Err(format!(
+            "{text} has bits set past the /64: give the network, such as {}/64",
+            Ipv6Addr::from(u128::from(addr) & !u128::from(u64::MAX))
+        ));
+    }
+    Ok(addr)
+}
+
+/// The first 16 hex digits of /etc/machine-id, as the seed's Hoshino does.
+fn machine_node_id() -> Result<NodeId, String> {
+    const PATH: &str = "/etc/machine-id";
+    let text = std::fs::read_to_string(PATH)
+        .map_err(|e| format!("reading {PATH} for the node id: {e} (or give --node-id)"))?;
+    let digits = text.trim().get(..16).unwrap_or("");
+    match NodeId::from_str_radix(digits, 16) {
+        Ok(id) if id != 0 => Ok(id),
+        _ => Err(format!(
+            "{PATH} does not start with 16 hexadecimal digits (not zero): give --node-id"
+        )),
+    }
+}
+
+/// The `tunnel_packets_*` and `tunnel_bytes_*` counters.
+#[derive(Debug)]
+struct PacketMetrics {
+    packets_out: Counter,
+    bytes_out: Counter,
+    packets_in: Counter,
+    bytes_in: Counter,
+    dropped_full: Counter,
+    dropped_too_large: Counter,
+    dropped_device: Counter,
+    dropped_send_failed: Counter,
+    ignored_not_ipv6: Counter,
+    ignored_outside: Counter,
+    rejected_malformed: Counter,
+    rejected_address: Counter,
+}
+
+impl PacketMetrics {
+    fn register(me: NodeId) -> PacketMetrics {
+        let node = format!("{me:016x}");
+        let counter = |name: &'static str, label: &'static str, value: &'static str| metrics::counter!(name, "node" => node.clone(), label => value);
+        PacketMetrics {
+            packets_out: counter("tunnel_packets_total", "direction", "out"),
+            bytes_out: counter("tunnel_bytes_total", "direction", "out"),
+            packets_in: counter("tunnel_packets_total", "direction", "in"),
+            bytes_in: counter("tunnel_bytes_total", "direction", "in"),
+            dropped_full: counter("tunnel_packets_dropped_total", "reason", "buffer_full"),
+            dropped_too_large: counter("tunnel_packets_dropped_total", "reason", "too_large"),
+            dropped_device: counter("tunnel_packets_dropped_total", "reason", "device"),
+            dropped_send_failed: counter("tunnel_packets_dropped_total", "reason", "send_failed"),
+            ignored_not_ipv6: counter("tunnel_packets_ignored_total", "reason", "not_ipv6"),
+            ignored_outside: counter("tunnel_packets_ignored_total", "reason", "outside_network"),
+            rejected_malformed: counter("tunnel_packets_rejected_total", "reason", "malformed"),
+            rejected_address: counter("tunnel_packets_rejected_total", "reason", "wrong_address"),
+        }
+    }
+}
+
+/// Where a packet from the device goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// To this node of the network.
+    Node(NodeId),
+    /// Not IPv6.
+    NotIpv6,
+    /// IPv6, but not to another node of the network (multicast, this node, elsewhere).
+    Outside,
+}
+
+fn route(packet: &[u8], network: Ipv6Addr, me: NodeId) -> Route {
+    let Some(packet) = Ipv6::new_checked(packet) else {
+        return Route::NotIpv6;
+    };
+    match ip::node_id(network, packet.dst()) {
+        Some(id) if id != me && id != 0 => Route::Node(id),
+        _ => Route::Outside,
+    }
+}
+
+/// What the link delivers goes to the device if it is an IPv6 packet from its sender's address
+/// to this node's.
+fn deliver(
+    tun: Arc<Tun>,
+    network: Ipv6Addr,
+    addr: Ipv6Addr,
+    metrics: Arc<PacketMetrics>,
+) -> impl FnMut(Received) + Send + 'static {
+    move |batch: Received| {
+        let from = ip::node_addr(network, batch.sender);
+        for frame in batch.frames {
+            let Some(packet) = Ipv6::new_checked(&frame) else {
+                metrics.rejected_malformed.increment(1);
+                debug!(sender = %from, len = frame.len(), "rejected a frame that is not IPv6");
+                continue;
+            };
+            if packet.src() != from || packet.dst() != addr {
+                metrics.rejected_address.increment(1);
+                debug!(sender = %from, src = %packet.src(), dst = %packet.dst(), "rejected a frame with the wrong addresses");
+                continue;
+            }
+            match tun.try_send(&frame) {
+                Ok(_) => {
+                    metrics.packets_in.increment(1);
+                    metrics.bytes_in.increment(frame.len() as u64);
+                }
+                Err(err) => {
+                    metrics.dropped_device.increment(1);
+                    debug!(error = %err, "the device did not take a packet");
+                }
+            }
+        }
+    }
+}
+
+fn init_logs() -> Result<(), String> {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let directives = std::env::var("RUST_LOG").unwrap_or_default();
+    let filter: Targets = if directives.trim().is_empty() {
+        "info".parse()
+    } else {
+        directives.parse()
+    }
+    .map_err(|e| format!("RUST_LOG={directives:?}: {e}"))?;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .try_init()
+        .map_err(|e| format!("starting the logs: {e}"))
+}
+
+fn store_problem(err: &StoreError, link: &LinkUrl, endpoint: Option<&str>) -> String {
+    let endpoint = endpoint.unwrap_or("S3");
+    match err.kind() {
+        StoreErrorKind::NoSuchBucket => format!(
+            "bucket {:?} does not exist at {endpoint} (create it first, or check --region): {err}",
+            link.bucket
+        ),
+        StoreErrorKind::AccessDenied => format!(
+            "access denied listing {link}: check the credentials (--profile, AWS_PROFILE, \
+             AWS_ACCESS_KEY_ID) and that the policy allows s3:ListBucket on the prefix and \
+             s3:GetObject, s3:PutObject, s3:DeleteObject under it (README, \"Deploying on \
+             AWS\"): {err}"
+        ),
+        StoreErrorKind::Unavailable | StoreErrorKind::Throttled => {
+            format!("cannot reach {endpoint} for {link}: {err}")
+        }
+        _ => format!("checking {link} at {endpoint}: {err}"),
+    }
+}
+
+fn device_problem(err: &std::io::Error, device: &str) -> String {
+    match err.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "no permission to create the TUN device {device:?}: it needs CAP_NET_ADMIN (run as \
+             root, or `setcap cap_net_admin+ep` on the binary): {err}"
+        ),
+        std::io::ErrorKind::NotFound => format!(
+            "no /dev/net/tun to create {device:?} with: load the tun module (`modprobe tun`): \
+             {err}"
+        ),
+        _ => format!("creating the TUN device {device:?}: {err}"),
+    }
+}
+
+/// Waits for SIGINT or SIGTERM; returns its name.
+async fn stop_signal() -> Result<&'static str, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("signals: {e}"))?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("signals: {e}"))?;
+    Ok(tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    })
+}
+
+pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
+    init_logs()?;
+    if args.min.is_zero() || args.min > args.max {
+        return Err(format!(
+            "--min {:?} must be above zero and at most --max {:?}",
+            args.min, args.max
+        ));
+    }
+    let me = match args.node_id {
+        Some(id) => id,
+        None => machine_node_id()?,
+    };
+    let network = args.network;
+    let addr = ip::node_addr(network, me);
+    if u128::from(network) >> 121 != 0x7e {
+        warn!(%network, "the network is not a unique local address (fc00::/7)");
+    }
+    if let Some(listen) = args.metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(listen)
+            .install()
+            .map_err(|e| format!("serving metrics on {listen}: {e}"))?;
+        info!(%listen, "metrics at http://{listen}/metrics");
+    }
+
+    let store = S3Store::connect(&S3StoreConfig {
+        bucket: args.link.bucket.clone(),
+        region: args.region.clone(),
+        profile: args.profile.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+        path_style: args.path_style,
+        credentials: None,
+    })
+    .await;
+    store
+        .check(&args.link.prefix)
+        .await
+        .map_err(|e| store_problem(&e, &args.link, args.endpoint_url.as_deref()))?;
+
+    let tun = Tun::create(&args.device).map_err(|e| device_problem(&e, &args.device))?;
+    tun::configure(tun.index(), addr, 64, args.mtu)
+        .map_err(|e| format!("configuring the device {}: {e}", tun.name()))?;
+    let tun = Arc::new(tun);
+
+    // A new epoch at every start: receivers then expect this node's batches from 0 again.
+    let epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64);
+    let link = Arc::new(S3Link::new(
+        store,
+        me,
+        epoch,
+        S3LinkConfig {
+            prefix: args.link.prefix.clone(),
+            strategy: match args.strategy {
+                StrategyArg::Auto => Strategy::Auto,
+                StrategyArg::Probe => Strategy::Probe,
+                StrategyArg::List => Strategy::List,
+            },
+            ..S3LinkConfig::default()
+        },
+    ));
+    let config = NodeConfig {
+        min_poll: args.min,
+        max_poll: args.max,
+        linger: args.linger,
+        poll_budget: NonZeroU32::new(args.budget)
+            .map(|polls| Budget::per_day(polls).with_burst(NonZeroU32::new(600).expect("nonzero"))),
+        ..NodeConfig::default()
+    };
+    let packet_metrics = Arc::new(PacketMetrics::register(me));
+    let node = Arc::new(Node::start(
+        Arc::clone(&link),
+        config,
+        deliver(Arc::clone(&tun), network, addr, Arc::clone(&packet_metrics)),
+    ));
+    info!(
+        device = tun.name(),
+        %addr,
+        node = format_args!("{me:016x}"),
+        link = %args.link,
+        mtu = args.mtu,
+        "up"
+    );
+
+    let reader = tokio::spawn(read_device(
+        Arc::clone(&tun),
+        Arc::downgrade(&node),
+        network,
+        me,
+        Arc::clone(&packet_metrics),
+    ));
+    let watcher = tokio::spawn(watch(Arc::downgrade(&node), Arc::clone(&packet_metrics)));
+
+    let outcome = tokio::select! {
+        signal = stop_signal() => {
+            info!(signal = signal?, "stopping: sending what is pending");
+            Ok(())
+        }
+        read = reader => match read {
+            Ok(Err(err)) => Err(format!("reading the device {}: {err}", tun.name())),
+            _ => Err(format!("the device {} closed", tun.name())),
+        },
+    };
+    watcher.abort();
+    let node = Arc::into_inner(node).expect("the reader and watcher hold only weak references");
+    let stats = node.stats();
+    let (sent, lost) = (
+        stats.frames_sent.load(std::sync::atomic::Ordering::Relaxed),
+        stats.frames_lost.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    tokio::select! {
+        () = node.shutdown() => {}
+        signal = stop_signal() => {
+            warn!(signal = signal?, "stopping now: packets still queued are dropped");
+        }
+    }
+    info!(
+        frames_sent = sent,
+        frames_lost = lost,
+        calls = link.calls().total(),
+        dollars = link.cost(),
+        "down"
+    );
+    outcome
+}
+
+/// Device to link: each IPv6 packet for another node of the network goes to the bundler.
+async fn read_device(
+    tun: Arc<Tun>,
+    node: Weak<Node>,
+    network: Ipv6Addr,
+    me: NodeId,
+    metrics: Arc<PacketMetrics>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let n = tun.recv(&mut buf).await?;
+        let packet = &buf[..n];
+        let to = match route(packet, network, me) {
+            Route::Node(to) => to,
+            Route::NotIpv6 => {
+                metrics.ignored_not_ipv6.increment(1);
+                continue;
+            }
+            Route::Outside => {
+                metrics.ignored_outside.increment(1);
+                continue;
+            }
+        };
+        let Some(node) = node.upgrade() else {
+            return Ok(());
+        };
+        match node.send(to, Bytes::copy_from_slice(packet)) {
+            Ok(()) => {
+                metrics.packets_out.increment(1);
+                metrics.bytes_out.increment(n as u64);
+            }
+            Err(err) => match err.kind() {
+                AddErrorKind::Overflow { .. } => metrics.dropped_full.increment(1),
+                AddErrorKind::Oversized { .. } => metrics.dropped_too_large.increment(1),
+                // Closed: the node is stopping.
+                _ => return Ok(()),
+            },
+        }
+    }
+}
+
+/// Copies the node's counts into metrics every second and logs losses.
+async fn watch(node: Weak<Node>, metrics: Arc<PacketMetrics>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (mut lost, mut poll_errors) = (0, 0);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        let stats = node.stats();
+        let (now_lost, now_errors) = (
+            stats.frames_lost.load(Relaxed),
+            stats.poll_errors.load(Relaxed),
+        );
+        drop(node);
+        if now_lost > lost {
+            metrics.dropped_send_failed.increment(now_lost - lost);
+            error!(
+                frames = now_lost - lost,
+                "sends failed after retries: packets lost"
+            );
+        }
+        if now_errors > poll_errors {
+            warn!(
+                polls = now_errors - poll_errors,
+                "polls of the inbox failed; slowing down"
+            );
+        }
+        (lost, poll_errors) = (now_lost, now_errors);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NETWORK;
+
+    #[test]
+    fn links_are_parsed_and_checked() {
+        let link = parse_link("s3://my-bucket/tunnel/net1/").unwrap();
+        assert_eq!(link.bucket, "my-bucket");
+        assert_eq!(link.prefix, "tunnel/net1/");
+        assert_eq!(parse_link("s3://my-bucket").unwrap().prefix, "");
+        assert_eq!(parse_link("s3://my-bucket/").unwrap().prefix, "");
+        for bad in [
+            "my-bucket/x",
+            "s3://",
+            "s3://My_Bucket/x",
+            "s3://ab/x",
+            "s3://-ab/x",
+        ] {
+            assert!(parse_link(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn node_ids_are_hexadecimal_and_not_zero() {
+        assert_eq!(parse_node_id("a"), Ok(10));
+        assert_eq!(parse_node_id("0x1f"), Ok(31));
+        assert_eq!(parse_node_id("ffffffffffffffff"), Ok(u64::MAX));
+        for bad in ["0", "g", "", "1ffffffffffffffff", "-1"] {
+            assert!(parse_node_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn networks_are_slash_64_without_host_bits() {
+        let net: Ipv6Addr = "fd00:1:2:3::".parse().unwrap();
+        assert_eq!(parse_network("fd00:1:2:3::/64"), Ok(net));
+        assert_eq!(parse_network("fd00:1:2:3::"), Ok(net));
+        assert!(parse_network("fd00:1:2:3::/48").is_err());
+        assert!(parse_network("fd00:1:2:3::1/64").is_err());
+        assert!(parse_network("10.0.0.0/64").is_err());
+    }
+
+    #[test]
+    fn packets_go_to_other_nodes_of_the_network_only() {
+        let me = 0xa;
+        let from = ip::node_addr(NETWORK, me);
+        let to_b = ip::echo_request(from, ip::node_addr(NETWORK, 0xb), 1, 1, b"x");
+        assert_eq!(route(&to_b, NETWORK, me), Route::Node(0xb));
+        let to_me = ip::echo_request(from, from, 1, 1, b"x");
+        assert_eq!(route(&to_me, NETWORK, me), Route::Outside);
+        let multicast = ip::echo_request(from, "ff02::2".parse().unwrap(), 1, 1, b"x");
+        assert_eq!(route(&multicast, NETWORK, me), Route::Outside);
+        let elsewhere = ip::echo_request(from, "fd00::b".parse().unwrap(), 1, 1, b"x");
+        assert_eq!(route(&elsewhere, NETWORK, me), Route::Outside);
+        let ipv4 = [0x45u8; 40];
+        assert_eq!(route(&ipv4, NETWORK, me), Route::NotIpv6);
+    }
+}
