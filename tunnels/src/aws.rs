@@ -93,6 +93,11 @@ impl S3Store {
         &self.client
     }
 
+    /// The region the client signs for, if the configuration named one.
+    pub fn region(&self) -> Option<&str> {
+        self.client.config().region().map(|r| r.as_ref())
+    }
+
     /// The bucket.
     pub fn bucket(&self) -> &str {
         &self.bucket

@@ -382,10 +382,14 @@ impl<S: ObjectStore> S3Link<S> {
                 Ok(value) => return Ok(value),
                 Err(err) if err.is_retryable() && start.elapsed() + wait <= policy.window => {
                     self.note(Stat::Retry, 1);
+                    tracing::debug!(call = kind.as_str(), error = %err, ?wait, "retrying");
                     tokio::time::sleep(self.jittered(wait)).await;
                     wait = (wait * 2).min(policy.max);
                 }
-                Err(err) => return Err(err),
+                Err(err) => {
+                    tracing::warn!(call = kind.as_str(), error = %err, "store call failed");
+                    return Err(err);
+                }
             }
         }
     }
@@ -421,8 +425,15 @@ impl<S: ObjectStore> S3Link<S> {
     fn decode(&self, body: Bytes, expect: Header) -> Option<Received> {
         let batch = match Batch::new_checked(&body[..]) {
             Ok(batch) if batch.header() == expect => batch,
-            _ => {
+            checked => {
                 self.note(Stat::Rejected, 1);
+                tracing::warn!(
+                    sender = format_args!("{:016x}", expect.sender),
+                    seq = expect.seq,
+                    len = body.len(),
+                    problem = %checked.map_or_else(|e| e.to_string(), |_| "header disagrees with key".into()),
+                    "rejected an object that is not a valid batch; deleting it"
+                );
                 return None;
             }
         };
@@ -458,6 +469,7 @@ impl<S: ObjectStore> S3Link<S> {
             for key in keys {
                 let Some((sender, epoch, seq)) = parse_key(&key[prefix.len()..]) else {
                     self.note(Stat::Rejected, 1);
+                    tracing::warn!(%key, "rejected an object with a key that is not a batch's; deleting it");
                     done.push(key);
                     continue;
                 };
@@ -496,6 +508,11 @@ impl<S: ObjectStore> S3Link<S> {
                         continue;
                     }
                     self.note(Stat::Lost, seq - peer.next);
+                    tracing::warn!(
+                        sender = format_args!("{sender:016x}"),
+                        batches = seq - peer.next,
+                        "batches missing past the grace period: counted lost"
+                    );
                     peer.next = seq;
                 }
                 peer.gap_since = None;

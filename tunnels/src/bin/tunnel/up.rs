@@ -103,14 +103,14 @@ Metrics (--metrics), each labelled with the node id:
   tunnel_packets_total{direction=\"out\"|\"in\"}    packets into the tunnel / delivered to the device
   tunnel_bytes_total{direction}                 their bytes
   tunnel_packets_dropped_total{reason}          buffer_full, too_large, device, send_failed
-  tunnel_packets_ignored_total{reason}          not_ipv6, outside_network (left to the kernel)
+  tunnel_packets_ignored_total{reason}          not_ipv6, outside_network (not carried)
   tunnel_packets_rejected_total{reason}         received frames that are not IPv6 (malformed) or
                                                 not from their sender to this node (wrong_address)
   tunnel_batches_total{outcome}                 delivered, duplicate, rejected (bad objects), lost
   tunnel_store_calls_total{kind}                S3 calls: put, get, list, delete (retries included)
   tunnel_store_retries_total                    calls retried after throttling or failure
   tunnel_store_cost_dollars                     what the calls cost at S3 Standard prices
-  cardio_interval_seconds{name=\"tunnel-poll\"}   the current interval between polls
+  cardio_interval_seconds{heartbeat=\"tunnel-poll\"}  the current interval between polls
 
 Logs go to standard error; RUST_LOG sets the level (error, warn, info, debug, trace), also per
 module (RUST_LOG=info,tunnels=debug).";
@@ -396,6 +396,11 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
         credentials: None,
     })
     .await;
+    if store.region().is_none() {
+        return Err(
+            "no region: give --region, or set AWS_REGION or a region in the profile".into(),
+        );
+    }
     store
         .check(&args.link.prefix)
         .await

@@ -1,0 +1,168 @@
+//! `tunnel up` refuses what it cannot work with, with a message that says what to fix: a bad
+//! flag, a missing bucket, wrong credentials, an unreachable endpoint, no permission for the
+//! device. It never panics and never leaves a device behind.
+
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+
+use tunnels::local_s3::{self, LocalS3};
+
+fn tunnel_up(args: &[&str], secret: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tunnel"))
+        .arg("up")
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", local_s3::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("tunnel runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Fails with exit code 1 and a message containing each of `expected`.
+fn assert_refused(output: &Output, expected: &[&str]) {
+    let text = stderr(output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    for part in expected {
+        assert!(text.contains(part), "{part:?} not in:\n{text}");
+    }
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    for args in [
+        &["--link", "my-bucket/tunnel"][..],
+        &["--link", "s3://Bad_Bucket/x"],
+        &["--link", "s3://bucket/x", "--node-id", "xyz"],
+        &["--link", "s3://bucket/x", "--network", "fd00::/48"],
+        &["--link", "s3://bucket/x", "--mtu", "1000"],
+        &["--link", "s3://bucket/x", "--min", "5 parsecs"],
+        &["--link", "s3://bucket/x", "--metrics", "nowhere"],
+        &[],
+    ] {
+        let output = tunnel_up(args, local_s3::SECRET_KEY);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains("error:"), "{args:?}: {text}");
+    }
+    let output = tunnel_up(
+        &["--link", "s3://bucket/x", "--min", "2m", "--max", "1m"],
+        local_s3::SECRET_KEY,
+    );
+    assert_refused(&output, &["--min", "at most --max"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_problems_are_explained_before_any_device_is_made() {
+    let dir = std::env::temp_dir().join(format!("tunnel-up-errors-{}", std::process::id()));
+    let server = LocalS3::start(&dir, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    server.create_bucket("present").unwrap();
+    let endpoint = server.endpoint_url();
+    let run = |link: &'static str, secret: &'static str, endpoint: String| {
+        tokio::task::spawn_blocking(move || {
+            tunnel_up(
+                &[
+                    "--link",
+                    link,
+                    "--endpoint-url",
+                    &endpoint,
+                    "--path-style",
+                    "--node-id",
+                    "a",
+                    "--device",
+                    "tunerr%d",
+                ],
+                secret,
+            )
+        })
+    };
+
+    let missing = run("s3://absent/net", local_s3::SECRET_KEY, endpoint.clone())
+        .await
+        .unwrap();
+    assert_refused(&missing, &["bucket \"absent\" does not exist"]);
+
+    let no_region = tokio::task::spawn_blocking({
+        let endpoint = endpoint.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_tunnel"))
+                .args(["up", "--link", "s3://present/net", "--node-id", "a"])
+                .args(["--endpoint-url", &endpoint])
+                .env_remove("AWS_REGION")
+                .env_remove("AWS_DEFAULT_REGION")
+                .env("AWS_CONFIG_FILE", "/nonexistent")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_refused(&no_region, &["no region", "--region"]);
+
+    let denied = run("s3://present/net", "not-the-secret", endpoint.clone())
+        .await
+        .unwrap();
+    assert_refused(&denied, &["access denied", "credentials"]);
+
+    // A port nothing listens on: the server's, after it stopped.
+    let addr = server.addr();
+    server.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let unreachable = run(
+        "s3://present/net",
+        local_s3::SECRET_KEY,
+        format!("http://{addr}"),
+    )
+    .await
+    .unwrap();
+    assert_refused(&unreachable, &["cannot reach"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Without CAP_NET_ADMIN (taken away with `setpriv`, as an unprivileged user would lack it),
+/// creating the device fails with a message saying what it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_permission_for_the_device_is_explained() {
+    let dir = std::env::temp_dir().join(format!("tunnel-up-perm-{}", std::process::id()));
+    let server = LocalS3::start(&dir, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    server.create_bucket("present").unwrap();
+    let endpoint = server.endpoint_url();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("setpriv")
+            .args(["--bounding-set=-net_admin", "--inh-caps=-net_admin"])
+            .arg(env!("CARGO_BIN_EXE_tunnel"))
+            .args([
+                "up",
+                "--link",
+                "s3://present/net",
+                "--endpoint-url",
+                &endpoint,
+                "--path-style",
+                "--node-id",
+                "a",
+                "--device",
+                "tunperm%d",
+            ])
+            .env("AWS_ACCESS_KEY_ID", local_s3::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", local_s3::SECRET_KEY)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .expect("setpriv (util-linux) runs")
+    })
+    .await
+    .unwrap();
+    assert_refused(&output, &["no permission", "CAP_NET_ADMIN"]);
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
