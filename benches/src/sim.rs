@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cardio::Budget;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 use tunnels::s3::{S3Link, S3LinkConfig, Strategy};
@@ -82,10 +81,7 @@ impl Policy {
             Policy::Adaptive => (NodeConfig::default(), S3LinkConfig::default()),
             Policy::AdaptiveBudget => (
                 NodeConfig {
-                    poll_budget: Some(
-                        Budget::per_day(std::num::NonZeroU32::new(20_000).expect("nonzero"))
-                            .with_burst(std::num::NonZeroU32::new(600).expect("nonzero")),
-                    ),
+                    poll_budget: Some(tunnels::node::DEFAULT_POLL_BUDGET),
                     ..NodeConfig::default()
                 },
                 S3LinkConfig::default(),

@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bundler::{AddErrorKind, Budget};
+use bundler::AddErrorKind;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use metrics::Counter;
@@ -77,10 +77,11 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     max: Duration,
 
-    /// A ceiling on polls per day (bursts of up to 600 allowed), whatever the traffic: the
-    /// bill's upper bound for polling. 20000 GETs cost $0.008 a day on S3 Standard; the cost
-    /// simulation's traces stay within their latency budgets under it. 0 turns it off.
-    #[arg(long, value_name = "POLLS", default_value_t = 20_000)]
+    /// A ceiling on polls per day, a fifth of them allowed at once, whatever the traffic: the
+    /// bill's upper bound for polling. 100000 polls cost at most $0.08 a day on S3 Standard
+    /// (a poll is one or two GETs), and never bind in the cost simulation's hour-long traces (its adaptive+budget
+    /// policy); a node busy for hours then polls about once every 0.9 s. 0 turns it off.
+    #[arg(long, value_name = "POLLS", default_value_t = 100_000)]
     budget: u32,
 
     /// How long after the last packet the node keeps polling at most every 400 ms, before it
@@ -433,8 +434,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
         min_poll: args.min,
         max_poll: args.max,
         linger: args.linger,
-        poll_budget: NonZeroU32::new(args.budget)
-            .map(|polls| Budget::per_day(polls).with_burst(NonZeroU32::new(600).expect("nonzero"))),
+        poll_budget: NonZeroU32::new(args.budget).map(tunnels::node::poll_budget),
         ..NodeConfig::default()
     };
     let packet_metrics = Arc::new(PacketMetrics::register(me));
