@@ -233,7 +233,30 @@ pub fn wake() -> Trace {
     }
 }
 
+/// A ping, five minutes of silence, then another: how long the first packet after a pause in a
+/// conversation waits (the node is at the end of its linger).
+pub fn pause() -> Trace {
+    let echo = |at| Send {
+        at,
+        from: Side::A,
+        size: PING,
+        reply: Some(Reply {
+            packets: 1,
+            size: PING,
+        }),
+    };
+    let pause = Duration::from_secs(300);
+    Trace {
+        name: "pause".into(),
+        duration: pause + Duration::from_secs(2),
+        sends: vec![
+            echo(Duration::from_secs(1)),
+            echo(pause + Duration::from_secs(1)),
+        ],
+    }
+}
+
 /// The built-in traces, in report order.
 pub fn builtin() -> Vec<Trace> {
-    vec![idle(), ping(), ssh(), web(), bulk(), wake()]
+    vec![idle(), ping(), ssh(), web(), bulk(), wake(), pause()]
 }

@@ -8,7 +8,9 @@
 //! backoff and jitter, and counts every attempt as the billed call it is. Retries inside the SDK
 //! would be calls nobody counted.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -47,6 +49,9 @@ pub struct S3StoreConfig {
 pub struct S3Store {
     client: Client,
     bucket: String,
+    /// Set by [`S3Store::check`] when S3 answers a GET of a missing key with 403: the caller
+    /// may read the prefix's objects but not list the bucket unconditionally.
+    forbidden_is_missing: Arc<AtomicBool>,
 }
 
 impl S3Store {
@@ -85,6 +90,7 @@ impl S3Store {
         S3Store {
             client: Client::from_conf(s3),
             bucket: config.bucket.clone(),
+            forbidden_is_missing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -103,15 +109,30 @@ impl S3Store {
         &self.bucket
     }
 
-    /// Checks that the bucket exists and that keys under `prefix` can be listed: a clear error
-    /// at start-up instead of failures later. Lists under the prefix only, so a policy that
-    /// allows listing just the tunnel's prefix passes.
+    /// Checks, under `prefix`, every call the link makes: LIST (of the prefix only, so a policy
+    /// that allows listing just the tunnel's prefix passes), PUT, GET and DELETE of a check
+    /// object, and a GET of a key that does not exist: a clear error at start-up instead of
+    /// failures later.
+    ///
+    /// S3 answers a GET of a missing key with 403 instead of 404 when the caller may not
+    /// `s3:ListBucket` without conditions, as under a least-privilege policy. When the check
+    /// finds that (having just read its own object under the prefix), this store reads 403 on
+    /// a GET as "no such key" from then on, so receivers can probe for objects.
     ///
     /// # Errors
     ///
-    /// [`StoreErrorKind::NoSuchBucket`], [`StoreErrorKind::AccessDenied`], or whatever else the
-    /// call failed with.
+    /// [`StoreErrorKind::NoSuchBucket`], [`StoreErrorKind::AccessDenied`] (naming the call that
+    /// was refused), or whatever else a call failed with.
     pub async fn check(&self, prefix: &str) -> Result<(), StoreError> {
+        let refused = |call: &'static str| {
+            move |e: StoreError| {
+                if e.kind() == StoreErrorKind::AccessDenied {
+                    StoreError::new(e.kind(), format!("{call} under {prefix:?}: {e}"))
+                } else {
+                    e
+                }
+            }
+        };
         self.client
             .list_objects_v2()
             .bucket(&self.bucket)
@@ -119,8 +140,43 @@ impl S3Store {
             .max_keys(1)
             .send()
             .await
-            .map(drop)
             .map_err(|e| store_error(&e))
+            .map_err(refused("s3:ListBucket"))?;
+        let nonce = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let key = format!("{prefix}.check/{nonce:032x}");
+        let body = Bytes::from_static(b"tunnel start-up check");
+        self.put(&key, body.clone())
+            .await
+            .map_err(refused("s3:PutObject"))?;
+        let read = self.get(&key).await.map_err(refused("s3:GetObject"))?;
+        self.delete_many(std::slice::from_ref(&key))
+            .await
+            .map_err(refused("s3:DeleteObject"))?;
+        if read != Some(body) {
+            return Err(StoreError::new(
+                StoreErrorKind::Other,
+                format!("{key} read back differs from what was written"),
+            ));
+        }
+        let missing = format!("{key}-missing");
+        match self.get(&missing).await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(StoreError::new(
+                StoreErrorKind::Other,
+                format!("{missing} exists, though nothing wrote it"),
+            )),
+            Err(e) if e.kind() == StoreErrorKind::AccessDenied => {
+                tracing::info!(
+                    "S3 answers 403 for missing keys under {prefix:?} (no unconditional \
+                     s3:ListBucket): reading a 403 on GET as a missing key"
+                );
+                self.forbidden_is_missing.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -208,7 +264,15 @@ impl ObjectStore for S3Store {
         {
             Ok(output) => output,
             Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(None),
-            Err(e) => return Err(store_error(&e)),
+            Err(e) => {
+                let err = store_error(&e);
+                if err.kind() == StoreErrorKind::AccessDenied
+                    && self.forbidden_is_missing.load(Ordering::Relaxed)
+                {
+                    return Ok(None);
+                }
+                return Err(err);
+            }
         };
         let body = output.body.collect().await.map_err(|e| {
             StoreError::new(StoreErrorKind::Unavailable, format!("reading {key}: {e}"))

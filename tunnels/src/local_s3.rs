@@ -11,7 +11,13 @@ use std::path::{Path, PathBuf};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
+use s3s::dto::{
+    CreateBucketInput, CreateBucketOutput, DeleteObjectsInput, DeleteObjectsOutput, GetObjectInput,
+    GetObjectOutput, HeadBucketInput, HeadBucketOutput, ListObjectsV2Input, ListObjectsV2Output,
+    PutObjectInput, PutObjectOutput,
+};
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -21,6 +27,72 @@ use crate::aws::S3StoreConfig;
 pub const ACCESS_KEY: &str = "local-access-key";
 /// The secret key the local server accepts.
 pub const SECRET_KEY: &str = "local-secret-key";
+
+/// How the local server answers where S3's answers depend on the caller's permissions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Answers {
+    /// Answer a GET of a missing key with 403 AccessDenied, not 404 NoSuchKey, as S3 does for a
+    /// caller that may not `s3:ListBucket` the bucket.
+    pub missing_key_forbidden: bool,
+}
+
+/// s3s-fs with the operations the store uses, answering as S3 would.
+struct AsAws {
+    fs: s3s_fs::FileSystem,
+    answers: Answers,
+}
+
+#[async_trait::async_trait]
+impl S3 for AsAws {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        match self.fs.get_object(req).await {
+            Err(err)
+                if self.answers.missing_key_forbidden && *err.code() == S3ErrorCode::NoSuchKey =>
+            {
+                Err(s3_error!(AccessDenied, "Access Denied"))
+            }
+            answer => answer,
+        }
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.fs.put_object(req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.fs.list_objects_v2(req).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.fs.delete_objects(req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.fs.head_bucket(req).await
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.fs.create_bucket(req).await
+    }
+}
 
 /// A running local S3 server. Dropping it stops it.
 #[derive(Debug)]
@@ -37,9 +109,22 @@ impl LocalS3 {
     ///
     /// If `root` is not a usable directory or the address cannot be bound.
     pub async fn start(root: &Path, addr: SocketAddr) -> io::Result<LocalS3> {
+        Self::start_with(root, addr, Answers::default()).await
+    }
+
+    /// As [`start`](LocalS3::start), answering as `answers` says.
+    ///
+    /// # Errors
+    ///
+    /// If `root` is not a usable directory or the address cannot be bound.
+    pub async fn start_with(
+        root: &Path,
+        addr: SocketAddr,
+        answers: Answers,
+    ) -> io::Result<LocalS3> {
         std::fs::create_dir_all(root)?;
         let fs = s3s_fs::FileSystem::new(root).map_err(|e| io::Error::other(format!("{e:?}")))?;
-        let mut builder = S3ServiceBuilder::new(fs);
+        let mut builder = S3ServiceBuilder::new(AsAws { fs, answers });
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
         let listener = TcpListener::bind(addr).await?;

@@ -629,3 +629,80 @@ fn a_transfer_survives_the_server_stopping_for_10_s() {
         net.logs()
     );
 }
+
+/// Round-trip times in milliseconds from `ping` output, in order.
+fn round_trips(ping: &Output) -> Vec<f64> {
+    received(ping)
+        .lines()
+        .filter_map(|line| line.split("time=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(|ms| ms.parse().unwrap())
+        .collect()
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Both tunnels' store calls so far.
+fn calls(net: &Net) -> f64 {
+    net.metric(0, "tunnel_store_calls_total{") + net.metric(1, "tunnel_store_calls_total{")
+}
+
+/// The README's measurements, beside the cost simulation's predictions. About 7 minutes:
+/// `cargo test --release -p tunnels --test netns -- --ignored --nocapture measure`
+#[test]
+#[ignore = "a measurement for the README, about 7 minutes"]
+fn measure() {
+    let mut net = Net::new(4);
+    net.up(0, NODE_A, &[]);
+    net.up(1, NODE_B, &[]);
+    assert!(ping(&net, 0, NODE_B, 1).status.success());
+
+    // As the simulation's `ping` trace: one echo a second.
+    let before = calls(&net);
+    let active = net.exec(
+        0,
+        &[
+            "ping",
+            "-6",
+            "-n",
+            "-c",
+            "100",
+            "-i",
+            "1",
+            &node_addr(NODE_B),
+        ],
+    );
+    let mut rtts = round_trips(&active);
+    assert_eq!(rtts.len(), 100, "{}", received(&active));
+    let ping_calls = calls(&net) - before;
+    rtts.sort_by(f64::total_cmp);
+    println!(
+        "ping, one a second, 100: round trip p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {:.0} calls",
+        quantile(&rtts, 0.5),
+        quantile(&rtts, 0.99),
+        rtts[rtts.len() - 1],
+        ping_calls
+    );
+
+    let before = calls(&net);
+    let transfer = Transfer::start(&net, 0, 1, NODE_B, 100_000_000);
+    let (bytes, digest, expected, seconds) = transfer.finish(Duration::from_secs(600));
+    assert_eq!((bytes, &digest), (100_000_000, &expected));
+    let transfer_calls = calls(&net) - before;
+    println!(
+        "100 MB over TCP: {seconds:.1} s, {:.1} MB/s; {transfer_calls:.0} calls, {:.2} per MB",
+        100.0 / seconds,
+        transfer_calls / 100.0
+    );
+
+    let before = calls(&net);
+    thread::sleep(Duration::from_secs(300));
+    let idle_calls = calls(&net) - before;
+    let wake = ping(&net, 0, NODE_B, 1);
+    println!(
+        "after 5 minutes idle ({idle_calls:.0} calls): first ping {:?} ms",
+        round_trips(&wake)
+    );
+}

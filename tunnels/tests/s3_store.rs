@@ -10,9 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tunnels::Link;
 use tunnels::aws::{S3Store, S3StoreConfig};
-use tunnels::local_s3::LocalS3;
-use tunnels::s3::{RetryPolicy, S3Link, S3LinkConfig};
-use tunnels::store::{ObjectStore, StoreErrorKind};
+use tunnels::local_s3::{Answers, LocalS3};
+use tunnels::s3::{RetryPolicy, S3Link, S3LinkConfig, Strategy};
+use tunnels::store::{Call, ObjectStore, StoreErrorKind};
 
 /// A directory removed when the test ends, however it ends.
 struct TempDir(PathBuf);
@@ -104,6 +104,54 @@ async fn the_store_on_s3s_fs() {
     store.check("").await.unwrap();
     behaves_like_s3(&store).await;
     link_round_trip(&store).await;
+}
+
+/// Under a least-privilege policy S3 answers a GET of a missing key with 403, not 404. The
+/// start-up check notices, and from then on the store reads that 403 as "missing", so receivers
+/// can probe (which GETs keys that mostly do not exist yet).
+#[tokio::test]
+async fn a_403_for_a_missing_key_is_read_as_missing_once_the_check_saw_it() {
+    let dir = TempDir::new("s3s-forbidden");
+    let server = LocalS3::start_with(
+        &dir.0,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Answers {
+            missing_key_forbidden: true,
+        },
+    )
+    .await
+    .unwrap();
+    server.create_bucket("bucket").unwrap();
+    let store = S3Store::connect(&server.store_config("bucket")).await;
+    let before = store.get("tunnel/nothing").await.unwrap_err();
+    assert_eq!(before.kind(), StoreErrorKind::AccessDenied);
+
+    store.check("tunnel/").await.unwrap();
+    assert_eq!(store.get("tunnel/nothing").await.unwrap(), None);
+    link_round_trip(&store).await;
+    // Probing now: the first poll listed; these GET the next keys, present and then missing.
+    let config = S3LinkConfig {
+        prefix: "tunnel/".into(),
+        strategy: Strategy::Probe,
+        ..S3LinkConfig::default()
+    };
+    let a = S3Link::new(store.clone(), 0xa, 2, config.clone());
+    let b = S3Link::new(store.clone(), 0xb, 2, config);
+    a.send(0xb, &[Bytes::from_static(b"first")]).await.unwrap();
+    assert_eq!(b.poll().await.unwrap().len(), 1);
+    a.send(0xb, &[Bytes::from_static(b"second")]).await.unwrap();
+    let got = b.poll().await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].frames, [Bytes::from_static(b"second")]);
+    assert!(b.poll().await.unwrap().is_empty());
+    assert!(b.calls().get(Call::Get) >= 3, "{:?}", b.calls().by_kind());
+
+    // A plain server's store keeps 403 an error.
+    let plain_dir = TempDir::new("s3s-plain");
+    let plain = local_server(&plain_dir.0).await;
+    let plain_store = S3Store::connect(&plain.store_config("bucket")).await;
+    plain_store.check("tunnel/").await.unwrap();
+    assert_eq!(plain_store.get("tunnel/nothing").await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ USAGE:
     cargo run --release -p benches --bin costsim -- [OPTIONS]
 
 OPTIONS:
-    --trace NAME     run only this built-in trace (repeatable): idle, ping, ssh, web, bulk, wake
+    --trace NAME     run only this built-in trace (repeatable): idle, ping, ssh, web, bulk, wake, pause
     --policy NAME    run only this policy (repeatable): hoshino, fixed, adaptive, adaptive+budget
     --pcap FILE      replay a capture of your own (pcap or pcapng) instead of the built-in
                      traces: the capturing host is one node, everyone it talks to the other
