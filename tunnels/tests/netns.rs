@@ -598,6 +598,26 @@ fn garbage_in_an_inbox_is_counted_deleted_and_harmless() {
         "{text}\n{}",
         net.logs()
     );
+
+    // SIGTERM: a clean exit, and the device goes with the process.
+    for side in [0, 1] {
+        let pid = net.tunnels[side].child.id().to_string();
+        run("kill", &["-TERM", &pid]);
+        let status = net.tunnels[side].child.wait().unwrap();
+        assert!(status.success(), "{status}\n{}", net.logs());
+        // The log reader may still be reading the last lines.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let log = loop {
+            let log = net.tunnels[side].log.lock().unwrap().join("\n");
+            if log.contains(" down") || Instant::now() > deadline {
+                break log;
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        assert!(log.contains("stopping") && log.contains(" down"), "{log}");
+        let links = net.exec(side, &["ip", "link", "show", "tun0"]);
+        assert!(!links.status.success(), "tun0 outlived its tunnel");
+    }
 }
 
 /// The server stopped for 10 s in the middle of a transfer and started again: the tunnel
