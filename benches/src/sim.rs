@@ -191,8 +191,18 @@ impl Registry {
 ///
 /// Panics if the runtime cannot be built.
 pub fn run(trace: &Trace, policy: Policy) -> Outcome {
+    run_on(trace, policy, LatencyModel::S3_STANDARD)
+}
+
+/// Runs `trace` under `policy` over a store with `latency` instead of S3's: `LatencyModel::NONE`
+/// predicts a local server.
+///
+/// # Panics
+///
+/// Panics if the runtime cannot be built.
+pub fn run_on(trace: &Trace, policy: Policy, latency: LatencyModel) -> Outcome {
     let (node, link) = policy.configs();
-    run_with(trace, policy, node, link)
+    paused(simulate(trace, policy, node, link, latency))
 }
 
 /// Runs `trace` with settings of your own, reported under `policy`'s name.
@@ -206,12 +216,22 @@ pub fn run_with(
     node_config: NodeConfig,
     link_config: S3LinkConfig,
 ) -> Outcome {
+    paused(simulate(
+        trace,
+        policy,
+        node_config,
+        link_config,
+        LatencyModel::S3_STANDARD,
+    ))
+}
+
+fn paused(simulation: impl Future<Output = Outcome>) -> Outcome {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("a paused runtime");
-    rt.block_on(simulate(trace, policy, node_config, link_config))
+    rt.block_on(simulation)
 }
 
 async fn simulate(
@@ -219,8 +239,9 @@ async fn simulate(
     policy: Policy,
     node_config: NodeConfig,
     link_config: S3LinkConfig,
+    latency: LatencyModel,
 ) -> Outcome {
-    let store = MemoryStore::new(LatencyModel::S3_STANDARD, 42);
+    let store = MemoryStore::new(latency, 42);
     let link = |me| Arc::new(S3Link::new(store.clone(), me, 1, link_config.clone()));
     let (link_a, link_b) = (link(NODE_A), link(NODE_B));
     let registry = Arc::new(Mutex::new(Registry::default()));

@@ -12,7 +12,7 @@
 //!
 //! let tun = Tun::create("tunnel0")?;
 //! let addr = "fd5e:59b8:f71d:9a3e::a".parse().unwrap();
-//! configure(tun.index(), addr, 64, 1500)?;
+//! configure(tun.index(), addr, 64, 1500, Some("cubic"))?;
 //! let mut packet = vec![0; 65_536];
 //! let n = tun.recv(&mut packet).await?;
 //! println!("{n} bytes from the kernel");
@@ -192,6 +192,8 @@ const IFA_F_NODAD: u32 = 0x02;
 const IFA_F_NOPREFIXROUTE: u32 = 0x200;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
+const RTA_METRICS: u16 = 8;
+const RTAX_CC_ALGO: u16 = 16;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_STATIC: u8 = 4;
 const RT_SCOPE_UNIVERSE: u8 = 0;
@@ -214,6 +216,19 @@ impl Request {
         let mut request = Request { bytes };
         request.pad();
         request
+    }
+
+    /// An attribute holding one nested attribute.
+    fn nested(self, kind: u16, inner: u16, value: &[u8]) -> Request {
+        let mut nested = Vec::with_capacity(4 + value.len() + 3);
+        let len = u16::try_from(4 + value.len()).expect("attributes here are short");
+        nested.extend_from_slice(&len.to_ne_bytes());
+        nested.extend_from_slice(&inner.to_ne_bytes());
+        nested.extend_from_slice(value);
+        while !nested.len().is_multiple_of(4) {
+            nested.push(0);
+        }
+        self.attr(kind, &nested)
     }
 
     fn attr(mut self, kind: u16, value: &[u8]) -> Request {
@@ -239,14 +254,22 @@ impl Request {
 }
 
 /// Brings interface `index` up with `mtu`, gives it `addr/prefix_len`, and routes
-/// `addr/prefix_len` (the network) through it. Replaces an address or route already there, so
-/// it can be run again.
+/// `addr/prefix_len` (the network) through it, with TCP congestion control `congestion` for
+/// connections on that route if given (as `ip route ... congctl` does). Replaces an address or
+/// route already there, so it can be run again.
 ///
 /// # Errors
 ///
 /// The kernel's answer: `PermissionDenied` without `CAP_NET_ADMIN`, `InvalidInput` for an MTU
-/// the device refuses (below 1280 with IPv6) or a prefix longer than 128, and so on.
-pub fn configure(index: u32, addr: Ipv6Addr, prefix_len: u8, mtu: u32) -> io::Result<()> {
+/// the device refuses (below 1280 with IPv6) or a prefix longer than 128, `NotFound` for a
+/// congestion control the kernel does not have, and so on.
+pub fn configure(
+    index: u32,
+    addr: Ipv6Addr,
+    prefix_len: u8,
+    mtu: u32,
+    congestion: Option<&str>,
+) -> io::Result<()> {
     if prefix_len > 128 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -291,11 +314,15 @@ pub fn configure(index: u32, addr: Ipv6Addr, prefix_len: u8, mtu: u32) -> io::Re
         RTN_UNICAST,
     ];
     route.extend_from_slice(&0u32.to_ne_bytes());
-    socket.call(
-        Request::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, 3, &route)
-            .attr(RTA_DST, &network.octets())
-            .attr(RTA_OIF, &index.to_ne_bytes()),
-    )
+    let mut request = Request::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, 3, &route)
+        .attr(RTA_DST, &network.octets())
+        .attr(RTA_OIF, &index.to_ne_bytes());
+    if let Some(name) = congestion {
+        let mut value = name.as_bytes().to_vec();
+        value.push(0);
+        request = request.nested(RTA_METRICS, RTAX_CC_ALGO, &value);
+    }
+    socket.call(request)
 }
 
 /// `addr` with the bits past `prefix_len` cleared.
@@ -438,6 +465,26 @@ mod tests {
         m.extend_from_slice(&code.to_ne_bytes());
         m.extend_from_slice(&[0; 16]);
         m
+    }
+
+    #[test]
+    fn nested_attributes_are_padded_inside_and_out() {
+        let bytes = Request::new(RTM_NEWROUTE, 0, 1, &[])
+            .nested(RTA_METRICS, RTAX_CC_ALGO, b"cubic\0")
+            .finish();
+        // Outer header 4 + inner header 4 + "cubic\0" 6 padded to 8.
+        let outer = &bytes[16..];
+        assert_eq!(u16::from_ne_bytes(outer[..2].try_into().unwrap()), 16);
+        assert_eq!(
+            u16::from_ne_bytes(outer[2..4].try_into().unwrap()),
+            RTA_METRICS
+        );
+        assert_eq!(u16::from_ne_bytes(outer[4..6].try_into().unwrap()), 10);
+        assert_eq!(
+            u16::from_ne_bytes(outer[6..8].try_into().unwrap()),
+            RTAX_CC_ALGO
+        );
+        assert_eq!(&outer[8..16], b"cubic\0\0\0");
     }
 
     #[test]

@@ -490,6 +490,26 @@ fn ping_and_a_10_mb_transfer_cross_the_tunnel() {
     net.up(0, NODE_A, &[]);
     net.up(1, NODE_B, &[]);
 
+    // The device has the node's address and the network's route, with its congestion control.
+    let addr = String::from_utf8_lossy(
+        &net.exec(0, &["ip", "-6", "addr", "show", "dev", "tun0"])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        addr.contains(&format!("{}/64", node_addr(NODE_A))),
+        "{addr}"
+    );
+    let route = String::from_utf8_lossy(
+        &net.exec(1, &["ip", "-6", "route", "show", "dev", "tun0"])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        route.contains(&format!("{NETWORK}::/64")) && route.contains("congctl cubic"),
+        "{route}"
+    );
+
     let ping = ping(&net, 0, NODE_B, 3);
     assert!(
         ping.status.success(),
@@ -664,9 +684,36 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// Both tunnels' store calls so far.
-fn calls(net: &Net) -> f64 {
-    net.metric(0, "tunnel_store_calls_total{") + net.metric(1, "tunnel_store_calls_total{")
+/// Both tunnels' store calls so far: PUT, GET, LIST, DELETE, and what they cost.
+fn calls(net: &Net) -> [f64; 5] {
+    let mut out = [0.0; 5];
+    for side in [0, 1] {
+        for (i, kind) in ["put", "get", "list", "delete"].iter().enumerate() {
+            out[i] += net.metric(
+                side,
+                &format!(
+                    "tunnel_store_calls_total{{node=\"{:016x}\",kind=\"{kind}\"}}",
+                    [NODE_A, NODE_B][side]
+                ),
+            );
+        }
+        out[4] += net.metric(side, "tunnel_store_cost_dollars{");
+    }
+    out
+}
+
+/// What happened between two readings of [`calls`].
+fn describe_calls(before: [f64; 5], after: [f64; 5]) -> String {
+    let d: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    format!(
+        "{:.0} calls ({:.0} PUT, {:.0} GET, {:.0} LIST, {:.0} DELETE), ${:.5}",
+        d[..4].iter().sum::<f64>(),
+        d[0],
+        d[1],
+        d[2],
+        d[3],
+        d[4]
+    )
 }
 
 /// The README's measurements, beside the cost simulation's predictions. About 7 minutes:
@@ -696,33 +743,56 @@ fn measure() {
     );
     let mut rtts = round_trips(&active);
     assert_eq!(rtts.len(), 100, "{}", received(&active));
-    let ping_calls = calls(&net) - before;
+    let ping_calls = describe_calls(before, calls(&net));
     rtts.sort_by(f64::total_cmp);
     println!(
-        "ping, one a second, 100: round trip p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {:.0} calls",
+        "ping, one a second, 100: round trip p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {ping_calls}",
         quantile(&rtts, 0.5),
         quantile(&rtts, 0.99),
         rtts[rtts.len() - 1],
-        ping_calls
     );
 
+    // The transfer's packets, for `costsim --pcap` to predict the same traffic's calls.
+    let pcap = std::env::temp_dir().join("tunnel-measure-transfer.pcap");
+    let mut tcpdump = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            net.ns(0),
+            "tcpdump",
+            "-i",
+            "tun0",
+            "-s",
+            "96",
+            "-U",
+            "-w",
+        ])
+        .arg(&pcap)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    thread::sleep(Duration::from_secs(2));
     let before = calls(&net);
     let transfer = Transfer::start(&net, 0, 1, NODE_B, 100_000_000);
     let (bytes, digest, expected, seconds) = transfer.finish(Duration::from_secs(600));
+    run("kill", &["-INT", &tcpdump.id().to_string()]);
+    tcpdump.wait().unwrap();
+    println!("the transfer's packets: {}", pcap.display());
     assert_eq!((bytes, &digest), (100_000_000, &expected));
-    let transfer_calls = calls(&net) - before;
+    let after = calls(&net);
     println!(
-        "100 MB over TCP: {seconds:.1} s, {:.1} MB/s; {transfer_calls:.0} calls, {:.2} per MB",
+        "100 MB over TCP: {seconds:.1} s, {:.1} MB/s; {}, {:.1} calls per MB",
         100.0 / seconds,
-        transfer_calls / 100.0
+        describe_calls(before, after),
+        (after[..4].iter().sum::<f64>() - before[..4].iter().sum::<f64>()) / 100.0
     );
 
     let before = calls(&net);
     thread::sleep(Duration::from_secs(300));
-    let idle_calls = calls(&net) - before;
+    let idle_calls = describe_calls(before, calls(&net));
     let wake = ping(&net, 0, NODE_B, 1);
     println!(
-        "after 5 minutes idle ({idle_calls:.0} calls): first ping {:?} ms",
+        "after 5 minutes idle ({idle_calls}): first ping {:?} ms",
         round_trips(&wake)
     );
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use benches::report;
 use benches::sim::{self, Policy};
 use benches::traces::{self, Trace};
+use tunnels::store::LatencyModel;
 
 const HELP: &str = "\
 costsim: what would this traffic cost over S3?
@@ -25,6 +26,8 @@ OPTIONS:
     --policy NAME    run only this policy (repeatable): hoshino, fixed, adaptive, adaptive+budget
     --pcap FILE      replay a capture of your own (pcap or pcapng) instead of the built-in
                      traces: the capturing host is one node, everyone it talks to the other
+    --latency MODEL  the store's latency: s3 (S3 Standard's, the default) or none (a local
+                     server, to compare with measurements against one)
     --out DIR        where to write report.md and costsim.svg [default: target/costsim]
     -h, --help       print this help
 
@@ -36,6 +39,7 @@ struct Args {
     traces: Vec<String>,
     policies: Vec<Policy>,
     pcap: Option<PathBuf>,
+    latency: LatencyModel,
     out: PathBuf,
 }
 
@@ -44,6 +48,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         traces: Vec::new(),
         policies: Vec::new(),
         pcap: None,
+        latency: LatencyModel::S3_STANDARD,
         out: PathBuf::from("target/costsim"),
     };
     let mut it = std::env::args().skip(1);
@@ -64,6 +69,13 @@ fn parse_args() -> Result<Option<Args>, String> {
                 args.policies.push(policy);
             }
             "--pcap" => args.pcap = Some(PathBuf::from(value("--pcap")?)),
+            "--latency" => {
+                args.latency = match value("--latency")?.as_str() {
+                    "s3" => LatencyModel::S3_STANDARD,
+                    "none" => LatencyModel::NONE,
+                    other => return Err(format!("no latency model named {other:?}")),
+                }
+            }
             "--out" => args.out = PathBuf::from(value("--out")?),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -113,7 +125,7 @@ fn main() -> ExitCode {
     for trace in &traces {
         for &policy in &args.policies {
             let started = std::time::Instant::now();
-            let outcome = sim::run(trace, policy);
+            let outcome = sim::run_on(trace, policy, args.latency);
             eprintln!(
                 "simulated {} under {} in {:.1} s",
                 trace.name,

@@ -48,6 +48,13 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1280..=65535))]
     mtu: u32,
 
+    /// The TCP congestion control for connections through the tunnel, set on its route
+    /// (`ip route ... congctl`); `system` leaves the system's default. BBR, a common default,
+    /// takes the rare short round trips (a poll right after a PUT, ~30 ms) for the path's delay
+    /// and keeps a window of a tenth of what the tunnel carries; cubic fills it.
+    #[arg(long, value_name = "NAME", default_value = "cubic")]
+    tcp_congestion: String,
+
     /// An S3-compatible endpoint, such as http://127.0.0.1:9000 [default: AWS_ENDPOINT_URL,
     /// or AWS's own].
     #[arg(long, value_name = "URL")]
@@ -408,8 +415,20 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
         .map_err(|e| store_problem(&e, &args.link, args.endpoint_url.as_deref()))?;
 
     let tun = Tun::create(&args.device).map_err(|e| device_problem(&e, &args.device))?;
-    tun::configure(tun.index(), addr, 64, args.mtu)
-        .map_err(|e| format!("configuring the device {}: {e}", tun.name()))?;
+    let congestion = Some(args.tcp_congestion.as_str()).filter(|name| *name != "system");
+    tun::configure(tun.index(), addr, 64, args.mtu, congestion).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound && congestion.is_some() {
+            format!(
+                "configuring the device {}: the kernel has no TCP congestion control {:?} \
+                 (see /proc/sys/net/ipv4/tcp_available_congestion_control, or give \
+                 --tcp-congestion system): {e}",
+                tun.name(),
+                args.tcp_congestion
+            )
+        } else {
+            format!("configuring the device {}: {e}", tun.name())
+        }
+    })?;
     let tun = Arc::new(tun);
 
     // A new epoch at every start: receivers then expect this node's batches from 0 again.
