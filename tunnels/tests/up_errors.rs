@@ -3,12 +3,27 @@
 //! device. It never panics and never leaves a device behind.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use tunnels::local_s3::{self, LocalS3};
 
 fn tunnel_up(args: &[&str], secret: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tunnel"))
+    tunnel_up_under(&[], args, secret)
+}
+
+/// `tunnel up args`, run by the command `wrapper` if there is one (such as `setpriv ...`).
+fn tunnel_up_under(wrapper: &[&str], args: &[&str], secret: &str) -> Output {
+    let binary = env!("CARGO_BIN_EXE_tunnel");
+    let mut command = match wrapper {
+        [] => Command::new(binary),
+        [program, rest @ ..] => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(binary);
+            command
+        }
+    };
+    command
         .arg("up")
         .args(args)
         .env("AWS_ACCESS_KEY_ID", local_s3::ACCESS_KEY)
@@ -17,6 +32,21 @@ fn tunnel_up(args: &[&str], secret: &str) -> Output {
         .env("AWS_REGION", "us-east-1")
         .output()
         .expect("tunnel runs")
+}
+
+/// The flags of a node `a` on a local server.
+fn local_args<'a>(link: &'a str, endpoint: &'a str, device: &'a str) -> [&'a str; 9] {
+    [
+        "--link",
+        link,
+        "--endpoint-url",
+        endpoint,
+        "--path-style",
+        "--node-id",
+        "a",
+        "--device",
+        device,
+    ]
 }
 
 fn stderr(output: &Output) -> String {
@@ -31,6 +61,16 @@ fn assert_refused(output: &Output, expected: &[&str]) {
     for part in expected {
         assert!(text.contains(part), "{part:?} not in:\n{text}");
     }
+}
+
+/// A local server on loopback with the bucket "present", and its directory.
+async fn server_with_bucket(name: &str) -> (LocalS3, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("tunnel-up-{name}-{}", std::process::id()));
+    let server = LocalS3::start(&dir, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    server.create_bucket("present").unwrap();
+    (server, dir)
 }
 
 #[test]
@@ -59,28 +99,11 @@ fn bad_flags_are_usage_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_problems_are_explained_before_any_device_is_made() {
-    let dir = std::env::temp_dir().join(format!("tunnel-up-errors-{}", std::process::id()));
-    let server = LocalS3::start(&dir, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    server.create_bucket("present").unwrap();
+    let (server, dir) = server_with_bucket("errors").await;
     let endpoint = server.endpoint_url();
     let run = |link: &'static str, secret: &'static str, endpoint: String| {
         tokio::task::spawn_blocking(move || {
-            tunnel_up(
-                &[
-                    "--link",
-                    link,
-                    "--endpoint-url",
-                    &endpoint,
-                    "--path-style",
-                    "--node-id",
-                    "a",
-                    "--device",
-                    "tunerr%d",
-                ],
-                secret,
-            )
+            tunnel_up(&local_args(link, &endpoint, "tunerr%d"), secret)
         })
     };
 
@@ -131,18 +154,16 @@ async fn store_problems_are_explained_before_any_device_is_made() {
 /// creating the device fails with a message saying what it needs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_permission_for_the_device_is_explained() {
-    let dir = std::env::temp_dir().join(format!("tunnel-up-perm-{}", std::process::id()));
-    let server = LocalS3::start(&dir, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    server.create_bucket("present").unwrap();
+    let (server, dir) = server_with_bucket("perm").await;
     let endpoint = server.endpoint_url();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("setpriv")
-            .args(["--bounding-set=-net_admin", "--inh-caps=-net_admin"])
-            .arg(env!("CARGO_BIN_EXE_tunnel"))
-            .args([
-                "up",
+        tunnel_up_under(
+            &[
+                "setpriv",
+                "--bounding-set=-net_admin",
+                "--inh-caps=-net_admin",
+            ],
+            &[
                 "--link",
                 "s3://present/net",
                 "--endpoint-url",
@@ -152,13 +173,9 @@ async fn no_permission_for_the_device_is_explained() {
                 "a",
                 "--device",
                 "tunperm%d",
-            ])
-            .env("AWS_ACCESS_KEY_ID", local_s3::ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", local_s3::SECRET_KEY)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_REGION", "us-east-1")
-            .output()
-            .expect("setpriv (util-linux) runs")
+            ],
+            local_s3::SECRET_KEY,
+        )
     })
     .await
     .unwrap();
