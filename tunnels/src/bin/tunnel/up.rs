@@ -480,18 +480,22 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
     ));
     let watcher = tokio::spawn(watch(Arc::downgrade(&node), Arc::clone(&packet_metrics)));
 
+    let mut reader = reader;
     let outcome = tokio::select! {
         signal = stop_signal() => {
             info!(signal = signal?, "stopping: sending what is pending");
             Ok(())
         }
-        read = reader => match read {
+        read = &mut reader => match read {
             Ok(Err(err)) => Err(format!("reading the device {}: {err}", tun.name())),
             _ => Err(format!("the device {} closed", tun.name())),
         },
     };
+    // Both hold the node only for a moment at a time; once they have ended, nothing else does.
+    reader.abort();
     watcher.abort();
-    let node = Arc::into_inner(node).expect("the reader and watcher hold only weak references");
+    let _ = tokio::join!(reader, watcher);
+    let node = Arc::into_inner(node).expect("the reader and watcher have ended");
     let stats = node.stats();
     let (sent, lost) = (
         stats.frames_sent.load(std::sync::atomic::Ordering::Relaxed),
