@@ -670,6 +670,54 @@ fn a_transfer_survives_the_server_stopping_for_10_s() {
     );
 }
 
+/// SIGTERM sends what is queued before the tunnel exits, even while the bucket is unreachable
+/// for a while: a packet accepted is not lost to a restart.
+#[test]
+fn sigterm_sends_what_is_pending_first() {
+    let mut net = Net::new(5);
+    net.up(0, NODE_A, &[]);
+    net.up(1, NODE_B, &[]);
+    assert!(ping(&net, 0, NODE_B, 1).status.success(), "{}", net.logs());
+    let out_a = labels("tunnel_packets_total", NODE_A, "direction=\"out\"");
+    let in_b = labels("tunnel_packets_total", NODE_B, "direction=\"in\"");
+    let (sent, arrived) = (net.metric(0, &out_a), net.metric(1, &in_b));
+
+    // The server goes away; one echo request leaves A and its PUT retries.
+    let addr = net.server_addr;
+    net.server.take().unwrap().stop();
+    let _ = net.exec(
+        0,
+        &["ping", "-6", "-n", "-c", "1", "-W", "1", &node_addr(NODE_B)],
+    );
+    assert_eq!(net.metric(0, &out_a), sent + 1.0);
+    run("kill", &["-TERM", &net.tunnels[0].child.id().to_string()]);
+    thread::sleep(Duration::from_secs(3));
+    assert!(
+        net.tunnels[0].child.try_wait().unwrap().is_none(),
+        "the tunnel exited with a packet still queued:\n{}",
+        net.logs()
+    );
+
+    net.start_server(addr);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = net.tunnels[0].child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit:\n{}", net.logs());
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}\n{}", net.logs());
+    while net.metric(1, &in_b) < arrived + 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the queued packet never arrived:\n{}",
+            net.logs()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Round-trip times in milliseconds from `ping` output, in order.
 fn round_trips(ping: &Output) -> Vec<f64> {
     received(ping)

@@ -205,13 +205,20 @@ fn machine_node_id() -> Result<NodeId, String> {
     const PATH: &str = "/etc/machine-id";
     let text = std::fs::read_to_string(PATH)
         .map_err(|e| format!("reading {PATH} for the node id: {e} (or give --node-id)"))?;
-    let digits = text.trim().get(..16).unwrap_or("");
-    match NodeId::from_str_radix(digits, 16) {
-        Ok(id) if id != 0 => Ok(id),
-        _ => Err(format!(
-            "{PATH} does not start with 16 hexadecimal digits (not zero): give --node-id"
-        )),
+    node_id_of_machine(&text).ok_or_else(|| {
+        format!("{PATH} does not start with 16 hexadecimal digits (not zero): give --node-id")
+    })
+}
+
+/// The node id in a machine-id: its first 16 hex digits.
+fn node_id_of_machine(machine_id: &str) -> Option<NodeId> {
+    let digits = machine_id.trim().get(..16)?;
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
     }
+    NodeId::from_str_radix(digits, 16)
+        .ok()
+        .filter(|&id| id != 0)
 }
 
 /// The `tunnel_packets_*` and `tunnel_bytes_*` counters.
@@ -619,6 +626,23 @@ mod tests {
         assert_eq!(parse_node_id("ffffffffffffffff"), Ok(u64::MAX));
         for bad in ["0", "g", "", "1ffffffffffffffff", "-1"] {
             assert!(parse_node_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_machine_id_gives_its_first_16_hex_digits() {
+        assert_eq!(
+            node_id_of_machine("c05f7f48de53428f0123456789abcdef\n"),
+            Some(0xc05f_7f48_de53_428f)
+        );
+        for bad in [
+            "",
+            "c05f7f48",
+            "+05f7f48de53428f0",
+            "0000000000000000ffff",
+            "uninitialized",
+        ] {
+            assert_eq!(node_id_of_machine(bad), None, "{bad:?}");
         }
     }
 
