@@ -7,6 +7,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -34,12 +35,28 @@ pub struct Answers {
     /// Answer a GET of a missing key with 403 AccessDenied, not 404 NoSuchKey, as S3 does for a
     /// caller that may not `s3:ListBucket` the bucket.
     pub missing_key_forbidden: bool,
+    /// Answer every this-many-th request (0: none) with 503 SlowDown, as S3 does when a prefix
+    /// gets more requests than it takes.
+    pub slow_down_every: u32,
 }
 
 /// s3s-fs with the operations the store uses, answering as S3 would.
 struct AsAws {
     fs: s3s_fs::FileSystem,
     answers: Answers,
+    requests: AtomicU32,
+}
+
+impl AsAws {
+    /// SlowDown for every `slow_down_every`-th request.
+    fn admit(&self) -> S3Result<()> {
+        let every = self.answers.slow_down_every;
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if every > 0 && n.is_multiple_of(every) {
+            return Err(s3_error!(SlowDown, "Please reduce your request rate."));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -48,6 +65,7 @@ impl S3 for AsAws {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        self.admit()?;
         match self.fs.get_object(req).await {
             Err(err)
                 if self.answers.missing_key_forbidden && *err.code() == S3ErrorCode::NoSuchKey =>
@@ -62,6 +80,7 @@ impl S3 for AsAws {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.admit()?;
         self.fs.put_object(req).await
     }
 
@@ -69,6 +88,7 @@ impl S3 for AsAws {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.admit()?;
         self.fs.list_objects_v2(req).await
     }
 
@@ -76,6 +96,7 @@ impl S3 for AsAws {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.admit()?;
         self.fs.delete_objects(req).await
     }
 
@@ -124,7 +145,11 @@ impl LocalS3 {
     ) -> io::Result<LocalS3> {
         std::fs::create_dir_all(root)?;
         let fs = s3s_fs::FileSystem::new(root).map_err(|e| io::Error::other(format!("{e:?}")))?;
-        let mut builder = S3ServiceBuilder::new(AsAws { fs, answers });
+        let mut builder = S3ServiceBuilder::new(AsAws {
+            fs,
+            answers,
+            requests: AtomicU32::new(0),
+        });
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
         let listener = TcpListener::bind(addr).await?;

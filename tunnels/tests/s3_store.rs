@@ -117,6 +117,7 @@ async fn a_403_for_a_missing_key_is_read_as_missing_once_the_check_saw_it() {
         SocketAddr::from(([127, 0, 0, 1], 0)),
         Answers {
             missing_key_forbidden: true,
+            ..Answers::default()
         },
     )
     .await
@@ -152,6 +153,64 @@ async fn a_403_for_a_missing_key_is_read_as_missing_once_the_check_saw_it() {
     let plain_store = S3Store::connect(&plain.store_config("bucket")).await;
     plain_store.check("tunnel/").await.unwrap();
     assert_eq!(plain_store.get("tunnel/nothing").await.unwrap(), None);
+}
+
+/// 503 SlowDown, as S3 answers a prefix that gets too many requests, comes through the SDK as
+/// `Throttled`; the link retries it and loses nothing.
+#[tokio::test]
+async fn slow_down_is_throttling_and_the_link_retries_it() {
+    let dir = TempDir::new("s3s-slowdown");
+    let server = LocalS3::start_with(
+        &dir.0,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Answers {
+            slow_down_every: 3,
+            ..Answers::default()
+        },
+    )
+    .await
+    .unwrap();
+    server.create_bucket("bucket").unwrap();
+    let store = S3Store::connect(&server.store_config("bucket")).await;
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        answers.push(store.put(&format!("k/{i}"), Bytes::from_static(b"x")).await);
+    }
+    assert!(answers[..2].iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(
+        answers[2].as_ref().unwrap_err().kind(),
+        StoreErrorKind::Throttled
+    );
+
+    let config = S3LinkConfig {
+        prefix: "tunnel/".into(),
+        retry: RetryPolicy {
+            base: Duration::from_millis(10),
+            ..RetryPolicy::default()
+        },
+        ..S3LinkConfig::default()
+    };
+    let a = S3Link::new(store.clone(), 0xa, 1, config.clone());
+    let b = S3Link::new(store.clone(), 0xb, 1, config);
+    let mut sent = Vec::new();
+    for i in 0..10u8 {
+        let frame = Bytes::from(vec![i; 100]);
+        a.send(0xb, std::slice::from_ref(&frame)).await.unwrap();
+        sent.push(frame);
+    }
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        if got.len() >= sent.len() {
+            break;
+        }
+        for batch in b.poll().await.unwrap() {
+            got.extend(batch.frames);
+        }
+    }
+    assert_eq!(got, sent);
+    let retries = a.stats().retries.load(std::sync::atomic::Ordering::Relaxed)
+        + b.stats().retries.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(retries >= 5, "{retries} retries");
 }
 
 #[tokio::test]
