@@ -261,8 +261,8 @@ impl Node {
         &self.heart
     }
 
-    /// The node's counts.
-    pub fn stats(&self) -> &NodeStats {
+    /// The node's counts (clone the `Arc` to read them after [`shutdown`](Node::shutdown)).
+    pub fn stats(&self) -> &Arc<NodeStats> {
         &self.stats
     }
 

@@ -478,7 +478,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
         "up"
     );
 
-    let reader = tokio::spawn(read_device(
+    let mut reader = tokio::spawn(read_device(
         Arc::clone(&tun),
         Arc::downgrade(&node),
         network,
@@ -487,7 +487,6 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
     ));
     let watcher = tokio::spawn(watch(Arc::downgrade(&node), Arc::clone(&packet_metrics)));
 
-    let mut reader = reader;
     let outcome = tokio::select! {
         signal = stop_signal() => {
             info!(signal = signal?, "stopping: sending what is pending");
@@ -503,20 +502,19 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
     watcher.abort();
     let _ = tokio::join!(reader, watcher);
     let node = Arc::into_inner(node).expect("the reader and watcher have ended");
-    let stats = node.stats();
-    let (sent, lost) = (
-        stats.frames_sent.load(std::sync::atomic::Ordering::Relaxed),
-        stats.frames_lost.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let stats = Arc::clone(node.stats());
     tokio::select! {
         () = node.shutdown() => {}
         signal = stop_signal() => {
             warn!(signal = signal?, "stopping now: packets still queued are dropped");
         }
     }
+    let count =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     info!(
-        frames_sent = sent,
-        frames_lost = lost,
+        frames_sent = count(&stats.frames_sent),
+        frames_lost = count(&stats.frames_lost),
+        frames_received = count(&stats.frames_received),
         calls = link.calls().total(),
         dollars = link.cost(),
         "down"
