@@ -89,7 +89,12 @@ async fn link_round_trip(store: &S3Store) {
 }
 
 async fn local_server(dir: &Path) -> LocalS3 {
-    let server = LocalS3::start(dir, SocketAddr::from(([127, 0, 0, 1], 0)))
+    local_server_answering(dir, Answers::default()).await
+}
+
+/// A local server with the bucket "bucket", answering as `answers` says.
+async fn local_server_answering(dir: &Path, answers: Answers) -> LocalS3 {
+    let server = LocalS3::start_with(dir, SocketAddr::from(([127, 0, 0, 1], 0)), answers)
         .await
         .unwrap();
     server.create_bucket("bucket").unwrap();
@@ -112,17 +117,14 @@ async fn the_store_on_s3s_fs() {
 #[tokio::test]
 async fn a_403_for_a_missing_key_is_read_as_missing_once_the_check_saw_it() {
     let dir = TempDir::new("s3s-forbidden");
-    let server = LocalS3::start_with(
+    let server = local_server_answering(
         &dir.0,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
         Answers {
             missing_key_forbidden: true,
             ..Answers::default()
         },
     )
-    .await
-    .unwrap();
-    server.create_bucket("bucket").unwrap();
+    .await;
     let store = S3Store::connect(&server.store_config("bucket")).await;
     let before = store.get("tunnel/nothing").await.unwrap_err();
     assert_eq!(before.kind(), StoreErrorKind::AccessDenied);
@@ -160,17 +162,14 @@ async fn a_403_for_a_missing_key_is_read_as_missing_once_the_check_saw_it() {
 #[tokio::test]
 async fn slow_down_is_throttling_and_the_link_retries_it() {
     let dir = TempDir::new("s3s-slowdown");
-    let server = LocalS3::start_with(
+    let server = local_server_answering(
         &dir.0,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
         Answers {
             slow_down_every: 3,
             ..Answers::default()
         },
     )
-    .await
-    .unwrap();
-    server.create_bucket("bucket").unwrap();
+    .await;
     let store = S3Store::connect(&server.store_config("bucket")).await;
     let mut answers = Vec::new();
     for i in 0..3 {
