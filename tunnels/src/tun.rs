@@ -8,11 +8,17 @@
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
-//! use tunnels::tun::{Tun, configure};
+//! use tunnels::tun::{Settings, Tun, configure};
 //!
 //! let tun = Tun::create("tunnel0")?;
-//! let addr = "fd5e:59b8:f71d:9a3e::a".parse().unwrap();
-//! configure(tun.index(), addr, 64, 1500, Some("cubic"))?;
+//! let settings = Settings {
+//!     addr: "fd5e:59b8:f71d:9a3e::a".parse().unwrap(),
+//!     prefix_len: 64,
+//!     mtu: 1500,
+//!     tx_queue_len: 10_000,
+//!     congestion: Some("cubic"),
+//! };
+//! configure(tun.index(), &settings)?;
 //! let mut packet = vec![0; 65_536];
 //! let n = tun.recv(&mut packet).await?;
 //! println!("{n} bytes from the kernel");
@@ -183,6 +189,7 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
 const IFLA_MTU: u16 = 4;
+const IFLA_TXQLEN: u16 = 13;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_FLAGS: u16 = 8;
@@ -253,23 +260,40 @@ impl Request {
     }
 }
 
-/// Brings interface `index` up with `mtu`, gives it `addr/prefix_len`, and routes
-/// `addr/prefix_len` (the network) through it, with TCP congestion control `congestion` for
-/// connections on that route if given (as `ip route ... congctl` does). Replaces an address or
-/// route already there, so it can be run again.
+/// How [`configure`] sets a device up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings<'a> {
+    /// The device's address.
+    pub addr: Ipv6Addr,
+    /// The network's prefix length: `addr/prefix_len` is routed through the device.
+    pub prefix_len: u8,
+    /// The MTU (at least 1280 for IPv6).
+    pub mtu: u32,
+    /// Packets the kernel queues for the device before it drops them. TCP sends bursts of a
+    /// whole window at once, and a tunnel carries windows of thousands of packets: Linux's
+    /// default of 500 drops part of every large burst.
+    pub tx_queue_len: u32,
+    /// The TCP congestion control for connections on the route, as `ip route ... congctl`
+    /// sets it; `None` leaves the system's.
+    pub congestion: Option<&'a str>,
+}
+
+/// Brings interface `index` up as `settings` says, gives it its address, and routes the network
+/// through it. Replaces an address or route already there, so it can be run again.
 ///
 /// # Errors
 ///
 /// The kernel's answer: `PermissionDenied` without `CAP_NET_ADMIN`, `InvalidInput` for an MTU
 /// the device refuses (below 1280 with IPv6) or a prefix longer than 128, `NotFound` for a
 /// congestion control the kernel does not have, and so on.
-pub fn configure(
-    index: u32,
-    addr: Ipv6Addr,
-    prefix_len: u8,
-    mtu: u32,
-    congestion: Option<&str>,
-) -> io::Result<()> {
+pub fn configure(index: u32, settings: &Settings<'_>) -> io::Result<()> {
+    let Settings {
+        addr,
+        prefix_len,
+        mtu,
+        tx_queue_len,
+        congestion,
+    } = *settings;
     if prefix_len > 128 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -286,7 +310,11 @@ pub fn configure(
     link.extend_from_slice(&index_i32.to_ne_bytes());
     link.extend_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
     link.extend_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
-    socket.call(Request::new(RTM_NEWLINK, 0, 1, &link).attr(IFLA_MTU, &mtu.to_ne_bytes()))?;
+    socket.call(
+        Request::new(RTM_NEWLINK, 0, 1, &link)
+            .attr(IFLA_MTU, &mtu.to_ne_bytes())
+            .attr(IFLA_TXQLEN, &tx_queue_len.to_ne_bytes()),
+    )?;
 
     // struct ifaddrmsg: family, prefix length, flags, scope, index.
     let mut address = vec![libc::AF_INET6 as u8, prefix_len, 0, RT_SCOPE_UNIVERSE];

@@ -528,6 +528,17 @@ fn ping_and_a_10_mb_transfer_cross_the_tunnel() {
     assert_eq!(bytes, 10_000_000);
     assert_eq!(digest, expected);
     eprintln!("10 MB in {seconds:.1} s");
+    // Neither device dropped a packet: the transmit queue holds a TCP window's burst.
+    for side in [0, 1] {
+        let stats = net.exec(side, &["ip", "-s", "-j", "link", "show", "tun0"]);
+        let text = String::from_utf8_lossy(&stats.stdout);
+        assert!(text.contains("\"txqlen\":10000"), "{text}");
+        assert!(
+            text.matches("\"dropped\":").count() == 2
+                && text.matches("\"dropped\":0,").count() == 2,
+            "{text}"
+        );
+    }
 
     // What went through is counted where users look.
     assert!(
