@@ -1,0 +1,138 @@
+//! The README's measurements, beside the cost simulation's predictions: ping round trips while
+//! active and after 5 minutes idle, a 100 MB TCP transfer, S3 calls. Not run by `cargo test`
+//! (about 7 minutes, root):
+//!
+//! ```sh
+//! cargo test --release -p tunnels --test measure
+//! ```
+
+mod e2e;
+
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use e2e::*;
+
+/// Round-trip times in milliseconds from `ping` output, in order.
+fn round_trips(ping: &Output) -> Vec<f64> {
+    received(ping)
+        .lines()
+        .filter_map(|line| line.split("time=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(|ms| ms.parse().unwrap())
+        .collect()
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Both tunnels' store calls so far: PUT, GET, LIST, DELETE, and what they cost.
+fn calls(net: &Net) -> [f64; 5] {
+    let mut out = [0.0; 5];
+    for side in [0, 1] {
+        for (i, kind) in ["put", "get", "list", "delete"].iter().enumerate() {
+            out[i] += net.metric(
+                side,
+                &format!(
+                    "tunnel_store_calls_total{{node=\"{:016x}\",kind=\"{kind}\"}}",
+                    [NODE_A, NODE_B][side]
+                ),
+            );
+        }
+        out[4] += net.metric(side, "tunnel_store_cost_dollars{");
+    }
+    out
+}
+
+/// What happened between two readings of [`calls`].
+fn describe_calls(before: [f64; 5], after: [f64; 5]) -> String {
+    let d: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    format!(
+        "{:.0} calls ({:.0} PUT, {:.0} GET, {:.0} LIST, {:.0} DELETE), ${:.5}",
+        d[..4].iter().sum::<f64>(),
+        d[0],
+        d[1],
+        d[2],
+        d[3],
+        d[4]
+    )
+}
+
+fn main() {
+    let mut net = Net::new(4);
+    net.up(0, NODE_A, &[]);
+    net.up(1, NODE_B, &[]);
+    assert!(ping(&net, 0, NODE_B, 1).status.success());
+
+    // As the simulation's `ping` trace: one echo a second.
+    let before = calls(&net);
+    let active = net.exec(
+        0,
+        &[
+            "ping",
+            "-6",
+            "-n",
+            "-c",
+            "100",
+            "-i",
+            "1",
+            &node_addr(NODE_B),
+        ],
+    );
+    let mut rtts = round_trips(&active);
+    assert_eq!(rtts.len(), 100, "{}", received(&active));
+    let ping_calls = describe_calls(before, calls(&net));
+    rtts.sort_by(f64::total_cmp);
+    println!(
+        "ping, one a second, 100: round trip p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {ping_calls}",
+        quantile(&rtts, 0.5),
+        quantile(&rtts, 0.99),
+        rtts[rtts.len() - 1],
+    );
+
+    // The transfer's packets, for `costsim --pcap` to predict the same traffic's calls.
+    let pcap = std::env::temp_dir().join("tunnel-measure-transfer.pcap");
+    let mut tcpdump = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            net.ns(0),
+            "tcpdump",
+            "-i",
+            "tun0",
+            "-s",
+            "96",
+            "-U",
+            "-w",
+        ])
+        .arg(&pcap)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    thread::sleep(Duration::from_secs(2));
+    let before = calls(&net);
+    let transfer = Transfer::start(&net, 0, 1, NODE_B, 100_000_000);
+    let (bytes, digest, expected, seconds) = transfer.finish(Duration::from_secs(600));
+    run("kill", &["-INT", &tcpdump.id().to_string()]);
+    tcpdump.wait().unwrap();
+    println!("the transfer's packets: {}", pcap.display());
+    assert_eq!((bytes, &digest), (100_000_000, &expected));
+    let after = calls(&net);
+    println!(
+        "100 MB over TCP: {seconds:.1} s, {:.1} MB/s; {}, {:.1} calls per MB",
+        100.0 / seconds,
+        describe_calls(before, after),
+        (after[..4].iter().sum::<f64>() - before[..4].iter().sum::<f64>()) / 100.0
+    );
+
+    let before = calls(&net);
+    thread::sleep(Duration::from_secs(300));
+    let idle_calls = describe_calls(before, calls(&net));
+    let wake = ping(&net, 0, NODE_B, 1);
+    println!(
+        "after 5 minutes idle ({idle_calls}): first ping {:?} ms",
+        round_trips(&wake)
+    );
+}
