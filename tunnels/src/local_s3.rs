@@ -29,7 +29,8 @@ pub const ACCESS_KEY: &str = "local-access-key";
 /// The secret key the local server accepts.
 pub const SECRET_KEY: &str = "local-secret-key";
 
-/// How the local server answers where S3's answers depend on the caller's permissions.
+/// How the local server answers where S3's answers depend on more than the request: the
+/// caller's permissions, the load.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Answers {
     /// Answer a GET of a missing key with 403 AccessDenied, not 404 NoSuchKey, as S3 does for a

@@ -34,7 +34,8 @@ pub enum OnData {
 /// The poll budget `tunnel up` applies unless told otherwise: 100,000 polls a day, a fifth of
 /// them at once. It never binds in the cost simulation's hour-long traces (`adaptive+budget`
 /// there equals `adaptive`), and caps the polling of a node busy all day at $0.08 a day on S3
-/// Standard (a poll is one or two GETs); past the burst, it polls about once every 0.9 s.
+/// Standard when it talks to one peer (a poll is then one or two GETs; each further active peer
+/// adds a GET, up to a LIST); past the burst, it polls about once every 0.9 s.
 pub const DEFAULT_POLL_BUDGET: Budget = poll_budget(NonZeroU32::new(100_000).expect("nonzero"));
 
 /// A budget of `polls` a day, a fifth of them at once (at least one).

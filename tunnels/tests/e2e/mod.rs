@@ -55,7 +55,8 @@ pub(crate) struct Tunnel {
 /// Two namespaces, their veth pairs to the host, the server, and the two tunnels. Dropping it
 /// removes them all.
 pub(crate) struct Net {
-    tag: String,
+    /// This net's /48 for the veth pairs: `{site}:a::/64` and `{site}:b::/64`.
+    site: String,
     namespaces: Vec<String>,
     host_links: Vec<String>,
     pub(crate) tunnels: Vec<Tunnel>,
@@ -83,8 +84,10 @@ impl Net {
             .build()
             .unwrap();
         let dir = std::env::temp_dir().join(format!("tunnel-e2e-{tag}"));
+        // Host side fd7e:<pid>:<k>:<side>::1, namespace side ::2.
+        let site = format!("fd7e:{:x}:{k:x}", pid % 0xffff);
         let mut net = Net {
-            tag: tag.clone(),
+            site: site.clone(),
             namespaces: Vec::new(),
             host_links: Vec::new(),
             tunnels: Vec::new(),
@@ -93,8 +96,6 @@ impl Net {
             server_addr: SocketAddr::from(([0; 16], 0)),
             dir,
         };
-        // Host side fd7e:<pid>:<k>:<side>::1, namespace side ::2.
-        let site = format!("fd7e:{:x}:{k:x}", pid % 0xffff);
         for side in ["a", "b"] {
             let ns = format!("tunnel-e2e-{tag}-{side}");
             let (host, peer) = (format!("te{tag}{side}"), format!("tn{tag}{side}"));
@@ -180,10 +181,7 @@ impl Net {
 
     /// The namespace side's address of pair `side`, where its tunnel serves metrics.
     pub(crate) fn metrics_addr(&self, side: usize) -> SocketAddr {
-        let pid = std::process::id() % 100_000;
-        let k = &self.tag[self.tag.len() - 1..];
-        let name = ["a", "b"][side];
-        let ip: Ipv6Addr = format!("fd7e:{:x}:{k}:{name}::2", pid % 0xffff)
+        let ip: Ipv6Addr = format!("{}:{}::2", self.site, ["a", "b"][side])
             .parse()
             .unwrap();
         SocketAddr::from((ip, 9100))
@@ -276,11 +274,15 @@ impl Net {
             .unwrap();
         let mut body = String::new();
         stream.read_to_string(&mut body).unwrap();
-        body.lines()
+        let values: Vec<f64> = body
+            .lines()
             .filter(|line| line.starts_with(prefix))
             .filter_map(|line| line.rsplit(' ').next())
-            .map(|value| value.parse::<f64>().unwrap())
-            .sum()
+            .map(|value| value.parse().unwrap())
+            .collect();
+        // A misspelt name must not read as zero.
+        assert!(!values.is_empty(), "no metric {prefix}… in:\n{body}");
+        values.iter().sum()
     }
 
     pub(crate) fn store(&self) -> S3Store {

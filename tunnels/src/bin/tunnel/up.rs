@@ -2,7 +2,7 @@
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bundler::AddErrorKind;
@@ -12,7 +12,7 @@ use metrics::Counter;
 use tracing::{debug, error, info, warn};
 use tunnels::aws::{S3Store, S3StoreConfig};
 use tunnels::ip::{self, Ipv6};
-use tunnels::node::{Node, NodeConfig};
+use tunnels::node::{Node, NodeConfig, NodeStats};
 use tunnels::s3::{S3Link, S3LinkConfig, Strategy};
 use tunnels::store::{StoreError, StoreErrorKind};
 use tunnels::tun::{self, Tun};
@@ -92,7 +92,7 @@ pub(crate) struct UpArgs {
 
     /// A ceiling on polls per day, a fifth of them allowed at once, whatever the traffic: the
     /// bill's upper bound for polling. 100000 polls cost at most $0.08 a day on S3 Standard
-    /// (a poll is one or two GETs), and never bind in the cost simulation's hour-long traces (its adaptive+budget
+    /// with one peer (a poll is one or two GETs; each further active peer adds one), and never bind in the cost simulation's hour-long traces (its adaptive+budget
     /// policy); a node busy for hours then polls about once every 0.9 s. 0 turns it off.
     #[arg(long, value_name = "POLLS", default_value_t = 100_000)]
     budget: u32,
@@ -493,12 +493,12 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
 
     let mut reader = tokio::spawn(read_device(
         Arc::clone(&tun),
-        Arc::downgrade(&node),
+        Arc::clone(&node),
         network,
         me,
         Arc::clone(&packet_metrics),
     ));
-    let watcher = tokio::spawn(watch(Arc::downgrade(&node), Arc::clone(&packet_metrics)));
+    let watcher = tokio::spawn(watch(Arc::clone(node.stats()), Arc::clone(&packet_metrics)));
 
     let outcome = tokio::select! {
         signal = stop_signal() => {
@@ -510,11 +510,11 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
             _ => Err(format!("the device {} closed", tun.name())),
         },
     };
-    // Both hold the node only for a moment at a time; once they have ended, nothing else does.
+    // Once the reader has ended, the node is ours alone.
     reader.abort();
     watcher.abort();
     let _ = tokio::join!(reader, watcher);
-    let node = Arc::into_inner(node).expect("the reader and watcher have ended");
+    let node = Arc::into_inner(node).expect("the reader has ended");
     let stats = Arc::clone(node.stats());
     tokio::select! {
         () = node.shutdown() => {}
@@ -538,7 +538,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
 /// Device to link: each IPv6 packet for another node of the network goes to the bundler.
 async fn read_device(
     tun: Arc<Tun>,
-    node: Weak<Node>,
+    node: Arc<Node>,
     network: Ipv6Addr,
     me: NodeId,
     metrics: Arc<PacketMetrics>,
@@ -558,9 +558,6 @@ async fn read_device(
                 continue;
             }
         };
-        let Some(node) = node.upgrade() else {
-            return Ok(());
-        };
         match node.send(to, Bytes::copy_from_slice(packet)) {
             Ok(()) => {
                 metrics.packets_out.increment(1);
@@ -577,19 +574,16 @@ async fn read_device(
 }
 
 /// Copies the node's counts into metrics every second and logs losses.
-async fn watch(node: Weak<Node>, metrics: Arc<PacketMetrics>) {
+async fn watch(stats: Arc<NodeStats>, metrics: Arc<PacketMetrics>) {
     use std::sync::atomic::Ordering::Relaxed;
     let (mut lost, mut poll_errors) = (0, 0);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let Some(node) = node.upgrade() else { return };
-        let stats = node.stats();
         let (now_lost, now_errors) = (
             stats.frames_lost.load(Relaxed),
             stats.poll_errors.load(Relaxed),
         );
-        drop(node);
         if now_lost > lost {
             metrics.dropped_send_failed.increment(now_lost - lost);
             error!(
