@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use tunnels::store::Call;
+use tunnels::link::s3::Call;
 
 use crate::sim::{Outcome, Policy};
 
@@ -55,7 +55,9 @@ pub fn table(outcomes: &[Outcome]) -> String {
             "| {} | {} | {} | {} | {} | {}/{} | {} | {} | {} |",
             o.trace,
             o.policy.name(),
-            o.calls.map(|n| n.to_string()).join(" | "),
+            Call::ALL
+                .map(|kind| o.calls.calls(kind.as_str()).to_string())
+                .join(" | "),
             dollars(o.per_node_day()),
             o.per_gib().map_or_else(|| "-".into(), dollars),
             o.delivered,

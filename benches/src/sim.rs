@@ -8,9 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
-use tunnels::s3::{S3Link, S3LinkConfig, Strategy};
-use tunnels::store::{LatencyModel, MemoryStore, Prices};
-use tunnels::{Node, NodeConfig, Received};
+use tunnels::link::Usage;
+use tunnels::link::s3::{LatencyModel, MemoryStore, S3Link, S3LinkConfig, Strategy};
+use tunnels::{Link, Node, NodeConfig, Received};
 
 use crate::traces::{Reply, Side, Trace};
 
@@ -99,8 +99,8 @@ pub struct Outcome {
     pub policy: Policy,
     /// How long the trace lasts.
     pub duration: Duration,
-    /// Calls by kind, in the order of [`Call::ALL`](tunnels::store::Call::ALL).
-    pub calls: [u64; 4],
+    /// Calls and bytes by kind (put, get, list, delete), of both nodes.
+    pub calls: Usage,
     /// What the calls cost, in dollars.
     pub cost: f64,
     /// Packets sent, replies included.
@@ -121,7 +121,7 @@ impl Outcome {
 
     /// Calls per day, per node.
     pub fn calls_per_node_day(&self) -> f64 {
-        self.calls.iter().sum::<u64>() as f64 / 2.0 * 86_400.0 / self.duration.as_secs_f64()
+        self.calls.total_calls() as f64 / 2.0 * 86_400.0 / self.duration.as_secs_f64()
     }
 
     /// Request dollars per GiB delivered, if anything was.
@@ -320,19 +320,13 @@ async fn simulate(
     }
 
     drop(node);
-    for node in [node_a, node_b] {
-        if let Ok(node) = Arc::try_unwrap(node) {
-            node.shutdown().await;
-        }
+    for node in [&node_a, &node_b] {
+        node.shutdown().await;
     }
     host.abort();
 
-    let mut calls = [0u64; 4];
-    for link in [&link_a, &link_b] {
-        for (total, n) in calls.iter_mut().zip(link.calls().by_kind()) {
-            *total += n;
-        }
-    }
+    let calls = link_a.usage().merged(&link_b.usage());
+    let cost = link_a.cost() + link_b.cost();
     let registry = registry.lock().expect("registry");
     let mut latencies: Vec<Duration> = registry
         .packets
@@ -352,7 +346,7 @@ async fn simulate(
         policy,
         duration: trace.duration,
         calls,
-        cost: Prices::S3_STANDARD.cost(&calls),
+        cost,
         sent: registry.packets.len() as u64,
         delivered,
         bytes,

@@ -46,7 +46,7 @@ pub fn text(data: &[u8]) {
 /// Reading any bytes as an IPv6 packet (what a tunnel does with every packet from its device
 /// and from the link) never panics; an echo request is answered with a valid reply.
 pub fn ip(data: &[u8]) {
-    use crate::ip::{Ipv6, echo, echo_reply};
+    use crate::net::ip::{Ipv6, echo, echo_reply};
     let Some(packet) = Ipv6::new_checked(data) else {
         return;
     };

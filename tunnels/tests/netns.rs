@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use e2e::*;
-use tunnels::s3::{batch_key, bell_key};
-use tunnels::store::ObjectStore;
+use tunnels::link::s3::{ObjectStore, batch_key, bell_key};
 use tunnels::wire::Header;
 
 #[test]

@@ -4,8 +4,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tunnels::s3::{S3Link, S3LinkConfig, Strategy, batch_key, bell_key};
-use tunnels::store::{Call, LatencyModel, MemoryStore, ObjectStore};
+use tunnels::link::s3::{
+    Call, LatencyModel, MemoryStore, ObjectStore, S3Link, S3LinkConfig, Strategy, batch_key,
+    bell_key,
+};
 use tunnels::wire::Header;
 use tunnels::{Link, Node, NodeConfig, Received};
 
@@ -38,8 +40,9 @@ fn payloads(received: &[Received]) -> Vec<Vec<&[u8]>> {
         .collect()
 }
 
+/// Calls by kind: PUT, GET, LIST, DELETE.
 fn calls(link: &S3Link<MemoryStore>) -> [u64; 4] {
-    link.calls().by_kind()
+    Call::ALL.map(|kind| link.usage().calls(kind.as_str()))
 }
 
 #[tokio::test(start_paused = true)]
@@ -266,7 +269,7 @@ async fn auto_lists_when_many_senders_are_active() {
     probing.poll().await.unwrap();
     probing.poll().await.unwrap();
     assert_eq!(
-        probing.calls().get(Call::List),
+        probing.usage().calls("list"),
         1,
         "only the first poll lists"
     );
@@ -324,7 +327,7 @@ async fn two_nodes_ping_pong_over_the_memory_store() {
 #[tokio::test(start_paused = true)]
 async fn calls_costs_and_outcomes_are_metrics() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    use tunnels::s3::metric_names;
+    use tunnels::link::metric_names;
 
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tunnels::Link;
-use tunnels::aws::{S3Store, S3StoreConfig};
-use tunnels::local_s3::{Answers, LocalS3};
-use tunnels::s3::{RetryPolicy, S3Link, S3LinkConfig, Strategy};
-use tunnels::store::{Call, ObjectStore, StoreErrorKind};
+use tunnels::link::s3::local::{Answers, LocalS3};
+use tunnels::link::s3::{ObjectStore, S3Link, S3LinkConfig, S3Store, S3StoreConfig, Strategy};
+use tunnels::link::{RetryPolicy, StoreErrorKind};
 
 /// A directory removed when the test ends, however it ends.
 struct TempDir(PathBuf);
@@ -147,7 +146,7 @@ async fn a_403_for_a_missing_key_is_read_as_missing_once_the_check_saw_it() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].frames, [Bytes::from_static(b"second")]);
     assert!(b.poll().await.unwrap().is_empty());
-    assert!(b.calls().get(Call::Get) >= 3, "{:?}", b.calls().by_kind());
+    assert!(b.usage().calls("get") >= 3, "{}", b.usage());
 
     // A plain server's store keeps 403 an error.
     let plain_dir = TempDir::new("s3s-plain");

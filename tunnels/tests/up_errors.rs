@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use tunnels::local_s3::{self, LocalS3};
+use tunnels::link::s3::local::{self as local_s3, LocalS3};
 
 fn tunnel_up(args: &[&str], secret: &str) -> Output {
     tunnel_up_under(&[], args, secret)

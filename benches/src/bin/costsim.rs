@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use benches::report;
 use benches::sim::{self, Policy};
 use benches::traces::{self, Trace};
-use tunnels::store::LatencyModel;
+use tunnels::link::s3::LatencyModel;
 
 const HELP: &str = "\
 costsim: what would this traffic cost over S3?

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tunnels::aws::S3Store;
-use tunnels::local_s3::{self, LocalS3};
+use tunnels::link::s3::S3Store;
+use tunnels::link::s3::local::{self as local_s3, LocalS3};
 
 pub(crate) const BUCKET: &str = "e2e";
 pub(crate) const PREFIX: &str = "net/";

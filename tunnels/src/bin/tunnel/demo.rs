@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Args;
 use tokio::sync::mpsc;
-use tunnels::aws::S3Store;
-use tunnels::ip::{self, Ipv6};
-use tunnels::local_s3::LocalS3;
+use tunnels::link::Usage;
+use tunnels::link::s3::local::LocalS3;
+use tunnels::link::s3::{S3Link, S3LinkConfig, S3Store};
+use tunnels::net::ip::{self, Ipv6};
 use tunnels::node::{Node, NodeConfig};
-use tunnels::s3::{S3Link, S3LinkConfig};
-use tunnels::store::Call;
-use tunnels::{NodeId, Received};
+use tunnels::{Link, NodeId, Received};
 
 use crate::{NETWORK, parse_duration};
 
@@ -53,23 +52,11 @@ impl Drop for DemoDir {
     }
 }
 
-fn calls<S: tunnels::store::ObjectStore>(links: &[&S3Link<S>]) -> [u64; 4] {
-    let mut total = [0; 4];
-    for link in links {
-        for (t, n) in total.iter_mut().zip(link.calls().by_kind()) {
-            *t += n;
-        }
-    }
-    total
-}
-
-fn describe(calls: [u64; 4]) -> String {
-    Call::ALL
+/// The calls of both links.
+fn usage(links: &[&S3Link<S3Store>]) -> Usage {
+    links
         .iter()
-        .zip(calls)
-        .map(|(kind, n)| format!("{n} {}", kind.as_str().to_uppercase()))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .fold(Usage::new(), |total, link| total.merged(&link.usage()))
 }
 
 pub(crate) async fn demo(args: DemoArgs) -> Result<(), String> {
@@ -188,7 +175,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<(), String> {
         }
     }
     let active = started.elapsed();
-    let active_calls = calls(&[&link_a, &link_b]);
+    let active_calls = usage(&[&link_a, &link_b]);
     let active_cost = link_a.cost() + link_b.cost();
     rtts.sort();
     println!(
@@ -204,8 +191,8 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<(), String> {
     println!(
         "active for {:.1} s: {} calls ({}), ${:.6}, projected ${:.4} per node per day",
         active.as_secs_f64(),
-        active_calls.iter().sum::<u64>(),
-        describe(active_calls),
+        active_calls.total_calls(),
+        active_calls,
         active_cost,
         per_day(active_cost, active)
     );
@@ -213,20 +200,16 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<(), String> {
     println!("\nidle for {:?}...", args.idle);
     tokio::time::sleep(args.idle / 2).await;
     // Measure the second half: the first is the heart slowing down.
-    let (before, cost_before) = (calls(&[&link_a, &link_b]), link_a.cost() + link_b.cost());
+    let (before, cost_before) = (usage(&[&link_a, &link_b]), link_a.cost() + link_b.cost());
     let window = args.idle - args.idle / 2;
     tokio::time::sleep(window).await;
-    let idle_calls: Vec<u64> = calls(&[&link_a, &link_b])
-        .iter()
-        .zip(before)
-        .map(|(after, before)| after - before)
-        .collect();
+    let idle_calls = &usage(&[&link_a, &link_b]) - &before;
     let idle_cost = link_a.cost() + link_b.cost() - cost_before;
     println!(
         "idle, over the last {:.0} s: {} calls ({}), polling every {:.1} s: projected ${:.5} per node per day",
         window.as_secs_f64(),
-        idle_calls.iter().sum::<u64>(),
-        describe(idle_calls.clone().try_into().unwrap_or([0; 4])),
+        idle_calls.total_calls(),
+        idle_calls,
         node_a.heart().interval().as_secs_f64(),
         per_day(idle_cost, window)
     );
@@ -237,9 +220,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<(), String> {
 
     node_a.shutdown().await;
     responder.abort();
-    if let Ok(node_b) = Arc::try_unwrap(node_b) {
-        node_b.shutdown().await;
-    }
+    node_b.shutdown().await;
     server.stop();
     if rtts.len() == usize::from(args.count) {
         Ok(())

@@ -10,13 +10,12 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use metrics::Counter;
 use tracing::{debug, error, info, warn};
-use tunnels::aws::{S3Store, S3StoreConfig};
-use tunnels::ip::{self, Ipv6};
+use tunnels::link::s3::{S3Link, S3LinkConfig, S3Store, S3StoreConfig, Strategy};
+use tunnels::link::{StoreError, StoreErrorKind};
+use tunnels::net::{Accept, Route, Router};
 use tunnels::node::{Node, NodeConfig, NodeStats};
-use tunnels::s3::{S3Link, S3LinkConfig, Strategy};
-use tunnels::store::{StoreError, StoreErrorKind};
 use tunnels::tun::{self, Tun};
-use tunnels::{NodeId, Received};
+use tunnels::{Link, NodeId, Received};
 
 use crate::parse_duration;
 
@@ -265,47 +264,27 @@ impl PacketMetrics {
     }
 }
 
-/// Where a packet from the device goes.
-#[derive(Debug, PartialEq, Eq)]
-enum Route {
-    /// To this node of the network.
-    Node(NodeId),
-    /// Not IPv6.
-    NotIpv6,
-    /// IPv6, but not to another node of the network (multicast, this node, elsewhere).
-    Outside,
-}
-
-fn route(packet: &[u8], network: Ipv6Addr, me: NodeId) -> Route {
-    let Some(packet) = Ipv6::new_checked(packet) else {
-        return Route::NotIpv6;
-    };
-    match ip::node_id(network, packet.dst()) {
-        Some(id) if id != me && id != 0 => Route::Node(id),
-        _ => Route::Outside,
-    }
-}
-
-/// What the link delivers goes to the device if it is an IPv6 packet from its sender's address
-/// to this node's.
+/// What the link delivers goes to the device if the router accepts it: an IPv6 packet from its
+/// sender's address to this node's.
 fn deliver(
     tun: Arc<Tun>,
-    network: Ipv6Addr,
-    addr: Ipv6Addr,
+    router: Router,
     metrics: Arc<PacketMetrics>,
 ) -> impl FnMut(Received) + Send + 'static {
     move |batch: Received| {
-        let from = ip::node_addr(network, batch.sender);
         for frame in batch.frames {
-            let Some(packet) = Ipv6::new_checked(&frame) else {
-                metrics.rejected_malformed.increment(1);
-                debug!(sender = %from, len = frame.len(), "rejected a frame that is not IPv6");
-                continue;
-            };
-            if packet.src() != from || packet.dst() != addr {
-                metrics.rejected_address.increment(1);
-                debug!(sender = %from, src = %packet.src(), dst = %packet.dst(), "rejected a frame with the wrong addresses");
-                continue;
+            match router.accept(batch.sender, &frame) {
+                Accept::Deliver => {}
+                Accept::Malformed => {
+                    metrics.rejected_malformed.increment(1);
+                    debug!(sender = %router.addr_of(batch.sender), len = frame.len(), "rejected a frame that is not IPv6");
+                    continue;
+                }
+                Accept::WrongAddress => {
+                    metrics.rejected_address.increment(1);
+                    debug!(sender = %router.addr_of(batch.sender), "rejected a frame with the wrong addresses");
+                    continue;
+                }
             }
             match tun.try_send(&frame) {
                 Ok(_) => {
@@ -396,7 +375,8 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
         None => machine_node_id()?,
     };
     let network = args.network;
-    let addr = ip::node_addr(network, me);
+    let router = Router::new(network, me);
+    let addr = router.addr();
     if u128::from(network) >> 121 != 0x7e {
         warn!(%network, "the network is not a unique local address (fc00::/7)");
     }
@@ -480,7 +460,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
     let node = Arc::new(Node::start(
         Arc::clone(&link),
         config,
-        deliver(Arc::clone(&tun), network, addr, Arc::clone(&packet_metrics)),
+        deliver(Arc::clone(&tun), router, Arc::clone(&packet_metrics)),
     ));
     info!(
         device = tun.name(),
@@ -494,8 +474,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
     let mut reader = tokio::spawn(read_device(
         Arc::clone(&tun),
         Arc::clone(&node),
-        network,
-        me,
+        router,
         Arc::clone(&packet_metrics),
     ));
     let watcher = tokio::spawn(watch(Arc::clone(node.stats()), Arc::clone(&packet_metrics)));
@@ -510,11 +489,9 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
             _ => Err(format!("the device {} closed", tun.name())),
         },
     };
-    // Once the reader has ended, the node is ours alone.
     reader.abort();
     watcher.abort();
     let _ = tokio::join!(reader, watcher);
-    let node = Arc::into_inner(node).expect("the reader has ended");
     let stats = Arc::clone(node.stats());
     tokio::select! {
         () = node.shutdown() => {}
@@ -528,7 +505,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
         frames_sent = count(&stats.frames_sent),
         frames_lost = count(&stats.frames_lost),
         frames_received = count(&stats.frames_received),
-        calls = link.calls().total(),
+        calls = link.usage().total_calls(),
         dollars = link.cost(),
         "down"
     );
@@ -539,15 +516,14 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
 async fn read_device(
     tun: Arc<Tun>,
     node: Arc<Node>,
-    network: Ipv6Addr,
-    me: NodeId,
+    router: Router,
     metrics: Arc<PacketMetrics>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 65_536];
     loop {
         let n = tun.recv(&mut buf).await?;
         let packet = &buf[..n];
-        let to = match route(packet, network, me) {
+        let to = match router.route(packet) {
             Route::Node(to) => to,
             Route::NotIpv6 => {
                 metrics.ignored_not_ipv6.increment(1);
@@ -604,7 +580,6 @@ async fn watch(stats: Arc<NodeStats>, metrics: Arc<PacketMetrics>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::NETWORK;
 
     #[test]
     fn links_are_parsed_and_checked() {
@@ -659,21 +634,5 @@ mod tests {
         assert!(parse_network("fd00:1:2:3::/48").is_err());
         assert!(parse_network("fd00:1:2:3::1/64").is_err());
         assert!(parse_network("10.0.0.0/64").is_err());
-    }
-
-    #[test]
-    fn packets_go_to_other_nodes_of_the_network_only() {
-        let me = 0xa;
-        let from = ip::node_addr(NETWORK, me);
-        let to_b = ip::echo_request(from, ip::node_addr(NETWORK, 0xb), 1, 1, b"x");
-        assert_eq!(route(&to_b, NETWORK, me), Route::Node(0xb));
-        let to_me = ip::echo_request(from, from, 1, 1, b"x");
-        assert_eq!(route(&to_me, NETWORK, me), Route::Outside);
-        let multicast = ip::echo_request(from, "ff02::2".parse().unwrap(), 1, 1, b"x");
-        assert_eq!(route(&multicast, NETWORK, me), Route::Outside);
-        let elsewhere = ip::echo_request(from, "fd00::b".parse().unwrap(), 1, 1, b"x");
-        assert_eq!(route(&elsewhere, NETWORK, me), Route::Outside);
-        let ipv4 = [0x45u8; 40];
-        assert_eq!(route(&ipv4, NETWORK, me), Route::NotIpv6);
     }
 }

@@ -7,8 +7,15 @@
 //! heartbeat ──beat──▶ Link::poll ──▶ deliver(batch)               ▼
 //!    ▲ faster() when batches came, slower() when none ◀───────────┘
 //! ```
+//!
+//! - [`pacing`]: how the heart's rate follows what polls find, as a pure function.
+//!
+//! A poll (or a delivery) that panics is logged and counted in
+//! [`NodeStats::poll_panics`], and the node goes on polling: a bug in one batch's handling must
+//! not stop a node from receiving, silently, for the rest of its life.
 
 use std::num::NonZeroU32;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,10 +23,15 @@ use std::time::Duration;
 use bundler::{AddError, Budget, KeyedBundler};
 use bytes::Bytes;
 use cardio::Heartbeat;
+use futures_util::FutureExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::link::{Link, NodeId, Received};
+
+pub mod pacing;
+
+use pacing::{Pace, Pacing, Polled};
 
 /// What a poll that found batches does to the heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,6 +126,8 @@ pub struct NodeStats {
     pub polls: AtomicU64,
     /// Polls that failed.
     pub poll_errors: AtomicU64,
+    /// Polls or deliveries that panicked (logged; the node went on).
+    pub poll_panics: AtomicU64,
 }
 
 /// A running node. Dropping it stops the poll loop; call [`shutdown`](Node::shutdown) to send
@@ -123,7 +137,7 @@ pub struct Node {
     bundler: KeyedBundler<NodeId, Bytes>,
     heart: cardio::Handle,
     stop: CancellationToken,
-    poller: JoinHandle<()>,
+    poller: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     stats: Arc<NodeStats>,
 }
 
@@ -191,38 +205,55 @@ impl Node {
             }
         });
 
+        let pacing = Pacing::of(&config);
         let poller = tokio::spawn({
             let stats = Arc::clone(&stats);
             async move {
                 while heart.tick().await.is_some() {
                     stats.polls.fetch_add(1, Ordering::Relaxed);
-                    match link.poll().await {
-                        Ok(batches) if !batches.is_empty() => {
+                    let polled = match AssertUnwindSafe(link.poll()).catch_unwind().await {
+                        Ok(Ok(batches)) if !batches.is_empty() => {
                             last_traffic.store(millis_since(epoch), Ordering::Relaxed);
                             for batch in batches {
                                 let n = batch.frames.len() as u64;
                                 stats.frames_received.fetch_add(n, Ordering::Relaxed);
-                                deliver(batch);
+                                let (sender, seq) = (batch.sender, batch.seq);
+                                let delivered =
+                                    std::panic::catch_unwind(AssertUnwindSafe(|| deliver(batch)));
+                                if let Err(panic) = delivered {
+                                    stats.poll_panics.fetch_add(1, Ordering::Relaxed);
+                                    tracing::error!(
+                                        sender = format_args!("{sender:016x}"),
+                                        seq,
+                                        panic = panic_message(&*panic),
+                                        "delivering a batch panicked; going on with the next"
+                                    );
+                                }
                             }
-                            match config.on_data {
-                                OnData::Faster => heart.faster(),
-                                OnData::Rush => heart.rush(),
-                            };
+                            Polled::Data
                         }
-                        Ok(_) => {
-                            let last = last_traffic.load(Ordering::Relaxed);
-                            let lingering = last != NEVER
-                                && millis_since(epoch).saturating_sub(last)
-                                    < config.linger.as_millis() as u64;
-                            let next = heart.interval().mul_f64(config.poll_factor);
-                            if !lingering || next <= config.linger_poll {
-                                heart.slower();
-                            }
-                        }
-                        Err(_) => {
+                        Ok(Ok(_)) => Polled::Empty,
+                        Ok(Err(_)) => {
                             stats.poll_errors.fetch_add(1, Ordering::Relaxed);
-                            heart.slower();
+                            Polled::Failed
                         }
+                        Err(panic) => {
+                            stats.poll_panics.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(
+                                panic = panic_message(&*panic),
+                                "a poll panicked; polling goes on"
+                            );
+                            Polled::Failed
+                        }
+                    };
+                    let last = last_traffic.load(Ordering::Relaxed);
+                    let since_traffic = (last != NEVER)
+                        .then(|| Duration::from_millis(millis_since(epoch).saturating_sub(last)));
+                    match pacing.next(polled, heart.interval(), since_traffic) {
+                        Pace::Faster => drop(heart.faster()),
+                        Pace::Rush => drop(heart.rush()),
+                        Pace::Slower => drop(heart.slower()),
+                        Pace::Hold => {}
                     }
                 }
             }
@@ -231,7 +262,7 @@ impl Node {
             bundler,
             heart: handle,
             stop,
-            poller,
+            poller: tokio::sync::Mutex::new(Some(poller)),
             stats,
         }
     }
@@ -267,13 +298,32 @@ impl Node {
         &self.stats
     }
 
-    /// Sends everything queued, then stops polling.
-    pub async fn shutdown(mut self) {
+    /// Sends everything queued, then stops polling. Frames sent after it started are handed
+    /// back as closed; calling it again waits for the first call to finish.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future leaves the node closed to new frames; what was queued is still sent
+    /// (the bundler's handler tasks go on) and the poller stops at its next beat.
+    pub async fn shutdown(&self) {
+        let mut poller = self.poller.lock().await;
         self.bundler.close().await;
         self.stop.cancel();
         // The poller ends at its next tick; a poll under way finishes first.
-        let _ = (&mut self.poller).await;
+        if let Some(poller) = poller.as_mut() {
+            let _ = poller.await;
+        }
+        *poller = None;
     }
+}
+
+/// What a panic said, if it said it in a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
 }
 
 /// `last_traffic` before there was any.

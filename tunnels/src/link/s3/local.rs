@@ -22,7 +22,7 @@ use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::aws::S3StoreConfig;
+use super::S3StoreConfig;
 
 /// The access key the local server accepts.
 pub const ACCESS_KEY: &str = "local-access-key";

@@ -23,7 +23,8 @@ use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use bytes::Bytes;
 
-use crate::store::{ObjectStore, StoreError, StoreErrorKind};
+use super::store::ObjectStore;
+use crate::link::{StoreError, StoreErrorKind};
 
 /// Where and how to reach the bucket.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

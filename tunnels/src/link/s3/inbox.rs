@@ -1,0 +1,286 @@
+//! Receiving: list or probe the inbox, ask the sequencer about each batch, GET, DELETE, hand
+//! over.
+//!
+//! # Invariants
+//!
+//! - A stream moves (`Sequencer::delivered`) only once a GET returned the batch's bytes.
+//! - A batch is handed over only once its object is deleted, so no later poll, and no receiver
+//!   after a restart, finds it again. Until then it waits in `ready`, with its key in `done`.
+//! - Every change to the inbox's state is made between two awaits, so a poll that is dropped
+//!   leaves it consistent: what it had read is handed over by the next poll.
+
+use std::mem;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::S3Link;
+use super::keys::{Listed, batch_key, bell_key, inbox_prefix, parse_listed};
+use super::link::Strategy;
+use super::store::{Call, ObjectStore};
+use crate::link::{LinkError, Outcome, Received, Sequencer, Skipped, StoreError, Verdict};
+use crate::wire::{Batch, Header};
+
+/// Senders beyond which a LIST costs less than probing each (a LIST is 12.5 GETs).
+const PROBE_LIMIT: usize = 12;
+
+/// A receiver's state.
+#[derive(Debug)]
+pub(super) struct Inbox {
+    seq: Sequencer,
+    last_list: Option<Instant>,
+    last_bell: Option<Instant>,
+    /// Batches taken, handed over once `done` is deleted.
+    ready: Vec<Received>,
+    /// Keys read (batches, duplicates, foreign objects) whose objects are still to delete.
+    done: Vec<String>,
+}
+
+impl Inbox {
+    pub(super) fn new(grace: Duration) -> Inbox {
+        Inbox {
+            seq: Sequencer::new(grace),
+            last_list: None,
+            last_bell: None,
+            ready: Vec::new(),
+            done: Vec::new(),
+        }
+    }
+
+    fn done(&mut self, key: String) {
+        if !self.done.contains(&key) {
+            self.done.push(key);
+        }
+    }
+}
+
+impl<S: ObjectStore> S3Link<S> {
+    pub(super) async fn poll_inbox(&self) -> Result<Vec<Received>, LinkError> {
+        let mut guard = self.inbox.lock().await;
+        let inbox = &mut *guard;
+        let synced = self.sync(inbox).await;
+        // Delete what was read even when a later call failed; then hand it over.
+        let deleted = self.delete_done(inbox).await;
+        let out = if deleted.is_ok() {
+            mem::take(&mut inbox.ready)
+        } else {
+            Vec::new()
+        };
+        match (synced.and(deleted), out.is_empty()) {
+            // Batches already taken from the inbox are handed over whatever failed after them.
+            (Err(err), true) => Err(err.into()),
+            _ => Ok(out),
+        }
+    }
+
+    async fn delete_done(&self, inbox: &mut Inbox) -> Result<(), StoreError> {
+        while !inbox.done.is_empty() {
+            let n = inbox.done.len().min(1_000);
+            let chunk = &inbox.done[..n];
+            self.call(Call::Delete, 0, || self.store.delete_many(chunk))
+                .await?;
+            inbox.done.drain(..n);
+        }
+        Ok(())
+    }
+
+    /// Whether a stream's sender spoke recently enough to be probed. A silent one is still
+    /// remembered (the sequencer drops its late duplicates), only not probed.
+    fn is_active(&self, last_progress: Instant, now: Instant) -> bool {
+        now.duration_since(last_progress) < self.config.forget_after
+    }
+
+    async fn sync(&self, inbox: &mut Inbox) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let active = inbox
+            .seq
+            .expected()
+            .filter(|e| e.newest && self.is_active(e.last_progress, now))
+            .count();
+        let strategy = match self.config.strategy {
+            Strategy::Auto if active >= PROBE_LIMIT => Strategy::List,
+            Strategy::Auto => Strategy::Probe,
+            chosen => chosen,
+        };
+        // A missing batch's grace period ended: only a LIST sees what came after it.
+        let gap_due = inbox.seq.poll_timeout().is_some_and(|at| at <= now);
+        let mut list = strategy == Strategy::List
+            || gap_due
+            || inbox
+                .last_list
+                .is_none_or(|at| now.duration_since(at) >= self.config.list_every);
+        let bell = bell_key(&self.config.prefix, self.me);
+        // With no active sender the bell is the only way to hear of one: check it every poll.
+        let bell_due = active == 0
+            || inbox
+                .last_bell
+                .is_none_or(|at| now.duration_since(at) >= self.config.bell_every);
+        if !list && bell_due {
+            inbox.last_bell = Some(now);
+            list = self.get(&bell).await?.is_some();
+        }
+        if list && strategy == Strategy::Probe {
+            // Delete the bell before listing: a ring before this is answered by the LIST, a
+            // ring after it stays for the next poll.
+            inbox.done(bell);
+            self.delete_done(inbox).await?;
+        }
+        if list {
+            self.sync_by_list(inbox, now).await?;
+            inbox.last_list = Some(now);
+        } else {
+            self.sync_by_probe(inbox, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the inbox by listing it, in key order: each sender's batches in order.
+    async fn sync_by_list(&self, inbox: &mut Inbox, now: Instant) -> Result<(), StoreError> {
+        let prefix = inbox_prefix(&self.config.prefix, self.me);
+        let mut start_after: Option<String> = None;
+        loop {
+            let after = start_after.as_deref();
+            let keys = self
+                .call(Call::List, 0, || self.store.list(&prefix, after, 1_000))
+                .await?;
+            let full = keys.len() == 1_000;
+            start_after = keys.last().cloned();
+            for key in keys {
+                let (sender, epoch, seq) = match parse_listed(&prefix, &key) {
+                    Listed::Batch(sender, epoch, seq) => (sender, epoch, seq),
+                    Listed::Foreign => {
+                        self.ledger.note(Outcome::Rejected, 1);
+                        tracing::warn!(%key, "rejected an object with a key that is not a batch's; deleting it");
+                        inbox.done(key);
+                        continue;
+                    }
+                    Listed::Outside => {
+                        // Not ours to delete.
+                        self.ledger.note(Outcome::Rejected, 1);
+                        tracing::warn!(%key, %prefix, "the store listed a key outside the inbox; ignoring it");
+                        continue;
+                    }
+                };
+                let skipped = match inbox.seq.offer(sender, epoch, seq, now) {
+                    Verdict::Duplicate => {
+                        if !inbox.done.contains(&key) {
+                            self.ledger.note(Outcome::Duplicate, 1);
+                            inbox.done(key);
+                        }
+                        continue;
+                    }
+                    // Its later keys wait with it: the sequencer answers the same for them.
+                    Verdict::Wait { .. } => continue,
+                    Verdict::Deliver => None,
+                    Verdict::Skip { missing, reason } => Some((missing, reason)),
+                };
+                self.take(inbox, key, Header { sender, epoch, seq }, skipped, now)
+                    .await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads the inbox by probing each active sender's next key.
+    async fn sync_by_probe(&self, inbox: &mut Inbox, now: Instant) -> Result<(), StoreError> {
+        let streams: Vec<_> = inbox
+            .seq
+            .expected()
+            // A silent sender rings when it speaks again. An older epoch that spoke recently is
+            // probed too: a dead life's last PUT may still land.
+            .filter(|e| self.is_active(e.last_progress, now))
+            .collect();
+        for stream in streams {
+            let mut seq = stream.next;
+            loop {
+                let header = Header {
+                    sender: stream.sender,
+                    epoch: stream.epoch,
+                    seq,
+                };
+                if inbox.seq.offer(stream.sender, stream.epoch, seq, now) != Verdict::Deliver {
+                    break;
+                }
+                let key = batch_key(
+                    &self.config.prefix,
+                    self.me,
+                    stream.sender,
+                    stream.epoch,
+                    seq,
+                );
+                if !self.take(inbox, key, header, None, now).await? {
+                    break;
+                }
+                seq += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// GETs the batch the sequencer said to take at `key`, moves its stream, and queues it to
+    /// be handed over once deleted. Returns whether the object was there.
+    async fn take(
+        &self,
+        inbox: &mut Inbox,
+        key: String,
+        expect: Header,
+        skipped: Option<(u64, Skipped)>,
+        now: Instant,
+    ) -> Result<bool, StoreError> {
+        let Some(body) = self.get(&key).await? else {
+            // Gone since it was listed, or not there yet: the stream still expects it.
+            return Ok(false);
+        };
+        // The bytes are ours: the stream moves on.
+        inbox
+            .seq
+            .delivered(expect.sender, expect.epoch, expect.seq, now);
+        if let Some((missing, reason)) = skipped {
+            let sender = format_args!("{:016x}", expect.sender);
+            match reason {
+                Skipped::Lost => {
+                    self.ledger.note(Outcome::Lost, missing);
+                    tracing::warn!(%sender, batches = missing, "batches missing past the grace period: counted lost");
+                }
+                Skipped::BeforeStart => {
+                    self.ledger.note(Outcome::Skipped, missing);
+                    tracing::info!(%sender, batches = missing, "met a sender mid-stream after starting: skipped what came before");
+                }
+            }
+        }
+        if let Some(received) = self.decode(body, expect) {
+            inbox.ready.push(received);
+        }
+        inbox.done(key);
+        Ok(true)
+    }
+
+    /// Checks that an object is the batch its key says; `None` (counted) if it is not.
+    fn decode(&self, body: Bytes, expect: Header) -> Option<Received> {
+        let batch = match Batch::new_checked(&body[..]) {
+            Ok(batch) if batch.header() == expect => batch,
+            checked => {
+                self.ledger.note(Outcome::Rejected, 1);
+                tracing::warn!(
+                    sender = format_args!("{:016x}", expect.sender),
+                    seq = expect.seq,
+                    len = body.len(),
+                    problem = %checked.map_or_else(|e| e.to_string(), |_| "header disagrees with key".into()),
+                    "rejected an object that is not a valid batch; deleting it"
+                );
+                return None;
+            }
+        };
+        let frames = batch.frame_ranges().map(|r| body.slice(r)).collect();
+        self.ledger.note(Outcome::Delivered, 1);
+        Some(Received {
+            sender: expect.sender,
+            epoch: expect.epoch,
+            seq: expect.seq,
+            frames,
+        })
+    }
+}

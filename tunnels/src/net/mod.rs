@@ -1,0 +1,12 @@
+//! Routing: which node a packet goes to, and which packets a node accepts from a sender.
+//!
+//! Plain code over bytes, tested without a device:
+//!
+//! - [`ip`]: the few IPv6 fields a tunnel reads, node addresses, ICMPv6 echo.
+//! - [`route`]: a node's [`Router`]: the node a packet from the device goes to, and whether a
+//!   frame a sender delivered may reach the device.
+
+pub mod ip;
+pub mod route;
+
+pub use route::{Accept, Route, Router};
