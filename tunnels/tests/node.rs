@@ -1,0 +1,136 @@
+//! The node over the lossless in-process link, on the paused clock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bundler::ApiLimits;
+use bytes::Bytes;
+use tunnels::link::{LinkError, LinkStats, MemoryLink, MemoryNetwork, Prices, Usage};
+use tunnels::{Link, Node, NodeConfig, NodeId, Received};
+
+/// A link whose first poll panics, as a bug in a link or a store might.
+struct PanicsOnce {
+    link: MemoryLink,
+    panicked: AtomicBool,
+}
+
+impl Link for PanicsOnce {
+    fn limits(&self) -> ApiLimits {
+        self.link.limits()
+    }
+
+    async fn send(&self, to: NodeId, frames: &[Bytes]) -> Result<(), LinkError> {
+        self.link.send(to, frames).await
+    }
+
+    async fn poll(&self) -> Result<Vec<Received>, LinkError> {
+        if !self.panicked.swap(true, Ordering::SeqCst) {
+            panic!("a bug in the link");
+        }
+        self.link.poll().await
+    }
+
+    fn usage(&self) -> Usage {
+        self.link.usage()
+    }
+
+    fn prices(&self) -> &Prices {
+        self.link.prices()
+    }
+
+    fn stats(&self) -> &LinkStats {
+        self.link.stats()
+    }
+}
+
+fn collect() -> (
+    Arc<Mutex<Vec<Bytes>>>,
+    impl FnMut(Received) + Send + 'static,
+) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&got);
+    (got, move |r: Received| {
+        sink.lock().unwrap().extend(r.frames)
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poll_that_panics_does_not_stop_the_node_from_receiving() {
+    let net = MemoryNetwork::new();
+    let a = Node::start(
+        Arc::new(net.link(1, 1 << 20)),
+        NodeConfig::default(),
+        |_| {},
+    );
+    let (got, deliver) = collect();
+    let b = Node::start(
+        Arc::new(PanicsOnce {
+            link: net.link(2, 1 << 20),
+            panicked: AtomicBool::new(false),
+        }),
+        NodeConfig::default(),
+        deliver,
+    );
+    a.send(2, Bytes::from_static(b"after the panic")).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        *got.lock().unwrap(),
+        [Bytes::from_static(b"after the panic")]
+    );
+    assert_eq!(b.stats().poll_panics.load(Ordering::Relaxed), 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delivery_that_panics_costs_that_batch_only() {
+    let net = MemoryNetwork::new();
+    let a = Node::start(
+        Arc::new(net.link(1, 1 << 20)),
+        NodeConfig::default(),
+        |_| {},
+    );
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let b = Node::start(Arc::new(net.link(2, 1 << 20)), NodeConfig::default(), {
+        let got = Arc::clone(&got);
+        move |r: Received| {
+            assert!(r.frames[0] != "poison", "a bug in the receiver");
+            got.lock().unwrap().extend(r.frames);
+        }
+    });
+    for frame in ["before", "poison", "after"] {
+        a.send(2, Bytes::from_static(frame.as_bytes())).unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert_eq!(*got.lock().unwrap(), ["before", "after"]);
+    assert_eq!(b.stats().poll_panics.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_by_reference_sends_what_is_queued_while_others_hold_the_node() {
+    let net = MemoryNetwork::new();
+    let config = NodeConfig {
+        send_delay: Duration::from_secs(30),
+        ..NodeConfig::default()
+    };
+    let a = Arc::new(Node::start(Arc::new(net.link(1, 1 << 20)), config, |_| {}));
+    let (got, deliver) = collect();
+    let b = Node::start(
+        Arc::new(net.link(2, 1 << 20)),
+        NodeConfig::default(),
+        deliver,
+    );
+    let holder = Arc::clone(&a);
+    a.send(2, Bytes::from_static(b"queued")).unwrap();
+    // Long before its 30 s delay: shutdown sends it, though another Arc holds the node.
+    a.shutdown().await;
+    assert!(
+        holder.send(2, Bytes::from_static(b"late")).is_err(),
+        "closed"
+    );
+    a.shutdown().await; // a second call returns too
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(*got.lock().unwrap(), [Bytes::from_static(b"queued")]);
+    b.shutdown().await;
+}
