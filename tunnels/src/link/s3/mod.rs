@@ -44,14 +44,14 @@
 //! - [`store`]: the four calls the link makes, as a trait ([`ObjectStore`]).
 //! - `memory`: [`MemoryStore`], an S3 in memory with a latency model, for the simulation.
 //! - `aws` (feature `aws`): [`S3Store`], the store on the AWS SDK.
-//! - [`local`] (feature `aws`): an S3-compatible server in process, for the demo and tests.
+//! - `local` (feature `local-s3`): an S3-compatible server in process, for the demo and tests.
 
 #[cfg(feature = "aws")]
 mod aws;
 mod inbox;
 pub mod keys;
 mod link;
-#[cfg(feature = "aws")]
+#[cfg(feature = "local-s3")]
 pub mod local;
 mod memory;
 mod outbox;

@@ -149,10 +149,21 @@ impl std::fmt::Display for LinkUrl {
     }
 }
 
+/// Picks the link from the address's scheme: `s3://` is the only one so far.
 fn parse_link(text: &str) -> Result<LinkUrl, String> {
-    let rest = text
-        .strip_prefix("s3://")
-        .ok_or_else(|| format!("{text:?} is not an address such as s3://BUCKET/PREFIX"))?;
+    match text.split_once("://") {
+        Some(("s3", rest)) => parse_s3(rest),
+        Some((scheme, _)) => Err(format!(
+            "{scheme}:// is not a link this tunnel knows: give s3://BUCKET/PREFIX"
+        )),
+        None => Err(format!(
+            "{text:?} is not an address such as s3://BUCKET/PREFIX"
+        )),
+    }
+}
+
+/// `BUCKET[/PREFIX]` of an `s3://` address.
+fn parse_s3(rest: &str) -> Result<LinkUrl, String> {
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let valid = (3..=63).contains(&bucket.len())
         && bucket
@@ -588,6 +599,11 @@ mod tests {
         assert_eq!(link.prefix, "tunnel/net1/");
         assert_eq!(parse_link("s3://my-bucket").unwrap().prefix, "");
         assert_eq!(parse_link("s3://my-bucket/").unwrap().prefix, "");
+        assert!(
+            parse_link("gs://my-bucket/x")
+                .unwrap_err()
+                .contains("gs://")
+        );
         for bad in [
             "my-bucket/x",
             "s3://",

@@ -282,7 +282,7 @@ async fn a_server_that_goes_away_is_retried_until_it_is_back() {
 
 /// `moto_server`: from `.venv` (where `scripts/test` installs it), `$MOTO_SERVER`, or `PATH`.
 fn moto_server() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
     if let Some(path) = std::env::var_os("MOTO_SERVER") {
         return PathBuf::from(path);
     }

@@ -3,7 +3,7 @@
 //! (about 7 minutes, root):
 //!
 //! ```sh
-//! cargo test --release -p tunnels --test measure
+//! cargo test --release -p tunnel --test measure
 //! ```
 
 mod e2e;
