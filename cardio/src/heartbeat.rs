@@ -442,6 +442,9 @@ impl Jitter {
         jitter
     }
 
+    /// SplitMix64, written out rather than taken from `rand`: `cardio` depends on tokio,
+    /// futures-core and metrics only, so that it builds in seconds, and jitter needs no more
+    /// than a well-mixed 64-bit step. The rest of the workspace uses `rand_chacha`.
     fn resample(&mut self) {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
