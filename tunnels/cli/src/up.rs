@@ -119,8 +119,11 @@ Metrics (--metrics), each labelled with the node id:
   tunnel_packets_ignored_total{reason}          not_ipv6, outside_network (not carried)
   tunnel_packets_rejected_total{reason}         received frames that are not IPv6 (malformed) or
                                                 not from their sender to this node (wrong_address)
-  tunnel_batches_total{outcome}                 delivered, duplicate, rejected (bad objects), lost
+  tunnel_batches_total{outcome}                 delivered, duplicate, rejected (bad objects), lost,
+                                                skipped (before the first batch met of a sender's
+                                                life: what this node took before a restart)
   tunnel_store_calls_total{kind}                S3 calls: put, get, list, delete (retries included)
+  tunnel_store_bytes_total{kind}                the bytes those calls carried
   tunnel_store_retries_total                    calls retried after throttling or failure
   tunnel_store_cost_dollars                     what the calls cost at S3 Standard prices
   cardio_interval_seconds{heartbeat=\"tunnel-poll\"}  the current interval between polls
