@@ -199,3 +199,28 @@ fn budgets_fail_when_the_default_policy_misses_them() {
     );
     assert!(report::check_lines(&checks).contains("FAIL  ping: no packet lost"));
 }
+
+/// A capture of a 4 MB TCP transfer over `[::1]` on the loopback device (tcpdump, 128-byte
+/// snapshots): every packet from `::1` to `::1`, segments of up to 64 KB. Before, its nodes
+/// could not be told apart (everything went one way) and the 64 KB segments fit no frame:
+/// 53 of 109 packets were delivered under every policy, with no word on why.
+#[test]
+fn a_loopback_capture_is_split_by_port_and_segmented_to_the_mtu() {
+    let file =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/loopback.pcap")).unwrap();
+    let packets = pcap::read(&file).unwrap();
+    assert_eq!(packets.len(), 109);
+    assert!(packets.iter().all(|p| p.src == p.dst));
+    let replay = pcap::replay("loopback", &packets, pcap::DEFAULT_MTU).unwrap();
+    assert!(replay.by_port);
+    assert_eq!((replay.oversized, replay.segments), (71, 2_817));
+    let sends = &replay.trace.sends;
+    assert_eq!(sends.len(), 109 - 71 + 2_817);
+    assert!(sends.iter().all(|s| s.size <= pcap::DEFAULT_MTU));
+    // The client (its SYN came first) sends the data; the server only acknowledges.
+    let (a, b): (Vec<&Send>, Vec<&Send>) = sends.iter().partition(|s| s.from == Side::A);
+    assert!(a.iter().map(|s| s.size).sum::<usize>() > 4_000_000);
+    assert!(b.iter().all(|s| s.size < 200), "acks only");
+    let outcome = sim::run(&replay.trace, Policy::Adaptive);
+    assert_eq!((outcome.delivered, outcome.sent), (2_855, 2_855));
+}

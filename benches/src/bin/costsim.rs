@@ -4,111 +4,122 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
+
 use benches::report;
 use benches::sim::{self, Policy};
 use benches::traces::{self, Trace};
 use tunnels::link::s3::LatencyModel;
 
-const HELP: &str = "\
-costsim: what would this traffic cost over S3?
-
-Replays traffic between two tunnel nodes through the real node code (adaptive heartbeat,
-bundler, wire format, S3 link) over an in-memory S3 with S3's latency and prices, on a paused
-clock: a simulated day takes seconds. Prints calls by kind, request dollars per node per day and
-per GiB, packets delivered and one-way added latency (p50, p99, max) for each trace and policy,
-then checks the default policy (adaptive) against its budgets.
-
-USAGE:
-    cargo run --release -p benches --bin costsim -- [OPTIONS]
-
-OPTIONS:
-    --trace NAME     run only this built-in trace (repeatable): idle, ping, ssh, web, bulk, wake, pause
-    --policy NAME    run only this policy (repeatable): hoshino, fixed, adaptive, adaptive+budget
-    --pcap FILE      replay a capture of your own (pcap or pcapng) instead of the built-in
-                     traces: the capturing host is one node, everyone it talks to the other
-    --latency MODEL  the store's latency: s3 (S3 Standard's, the default) or none (a local
-                     server, to compare with measurements against one)
-    --out DIR        where to write report.md and costsim.svg [default: target/costsim]
-    -h, --help       print this help
-
-EXIT STATUS:
-    0 when every budget checked passed, 1 when one failed, 2 on a bad argument or capture.
-";
-
+/// What would this traffic cost over S3?
+///
+/// Replays traffic between two tunnel nodes through the real node code (adaptive heartbeat,
+/// bundler, wire format, S3 link) over an in-memory S3 with S3's latency and prices, on a paused
+/// clock: a simulated day takes seconds. Prints calls by kind, request dollars per node per day
+/// and per GiB, packets delivered and one-way added latency (p50, p99, max) for each trace and
+/// policy, then checks the default policy (adaptive) against its budgets.
+///
+/// Exit status: 0 when every budget checked passed, 1 when one failed, 2 on a bad argument or
+/// capture.
+#[derive(Debug, Parser)]
+#[command(name = "costsim", version)]
 struct Args {
+    /// Run only this built-in trace (repeatable): idle, ping, ssh, web, bulk, wake, pause.
+    #[arg(long = "trace", value_name = "NAME", value_parser = builtin_trace)]
     traces: Vec<String>,
+
+    /// Run only this policy (repeatable): hoshino, fixed, adaptive, adaptive+budget.
+    #[arg(long = "policy", value_name = "NAME", value_parser = policy)]
     policies: Vec<Policy>,
+
+    /// Replay a capture of your own (pcap or pcapng) instead of the built-in traces: the
+    /// capturing host is one node, everyone it talks to the other (in a loopback capture, the
+    /// endpoint that sent first, told apart by port).
+    #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
+
+    /// With --pcap: the tunnel device's MTU. Larger captured packets (a loopback capture's, or
+    /// segments merged by the network card) are replayed as the kernel would send them through
+    /// a device of this MTU.
+    #[arg(long, value_name = "BYTES", default_value_t = benches::pcap::DEFAULT_MTU,
+          value_parser = mtu)]
+    mtu: usize,
+
+    /// The store's latency: s3 (S3 Standard's) or none (a local server, to compare with
+    /// measurements against one).
+    #[arg(long, value_name = "MODEL", default_value = "s3", value_parser = latency)]
     latency: LatencyModel,
+
+    /// Where to write report.md and costsim.svg.
+    #[arg(long, value_name = "DIR", default_value = "target/costsim")]
     out: PathBuf,
 }
 
-fn parse_args() -> Result<Option<Args>, String> {
-    let mut args = Args {
-        traces: Vec::new(),
-        policies: Vec::new(),
-        pcap: None,
-        latency: LatencyModel::S3_STANDARD,
-        out: PathBuf::from("target/costsim"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--trace" => {
-                let name = value("--trace")?;
-                if !traces::builtin().iter().any(|t| t.name == name) {
-                    return Err(format!("no built-in trace named {name:?}"));
-                }
-                args.traces.push(name);
-            }
-            "--policy" => {
-                let name = value("--policy")?;
-                let policy = Policy::from_name(&name).ok_or(format!("no policy named {name:?}"))?;
-                args.policies.push(policy);
-            }
-            "--pcap" => args.pcap = Some(PathBuf::from(value("--pcap")?)),
-            "--latency" => {
-                args.latency = match value("--latency")?.as_str() {
-                    "s3" => LatencyModel::S3_STANDARD,
-                    "none" => LatencyModel::NONE,
-                    other => return Err(format!("no latency model named {other:?}")),
-                }
-            }
-            "--out" => args.out = PathBuf::from(value("--out")?),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
+fn builtin_trace(name: &str) -> Result<String, String> {
+    if traces::builtin().iter().any(|t| t.name == name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!("no built-in trace named {name:?}"))
     }
-    if args.policies.is_empty() {
-        args.policies = Policy::ALL.to_vec();
-    }
-    Ok(Some(args))
 }
 
-fn load_pcap(path: &PathBuf) -> Result<Trace, String> {
+fn policy(name: &str) -> Result<Policy, String> {
+    Policy::from_name(name).ok_or(format!("no policy named {name:?}"))
+}
+
+/// 1,280 (IPv6's least) to 65,535 (the wire format's largest frame), as `tunnel up --mtu`.
+fn mtu(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1_280..=65_535).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not an MTU from 1280 to 65535")),
+    }
+}
+
+fn latency(name: &str) -> Result<LatencyModel, String> {
+    match name {
+        "s3" => Ok(LatencyModel::S3_STANDARD),
+        "none" => Ok(LatencyModel::NONE),
+        other => Err(format!("no latency model named {other:?}: s3 or none")),
+    }
+}
+
+fn load_pcap(path: &PathBuf, mtu: usize) -> Result<Trace, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let packets = benches::pcap::read(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let name = path
         .file_stem()
         .map_or_else(|| "capture".into(), |s| s.to_string_lossy().into_owned());
-    benches::pcap::to_trace(&name, &packets).map_err(|e| format!("{}: {e}", path.display()))
+    let replay = benches::pcap::replay(&name, &packets, mtu)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if replay.by_port {
+        eprintln!(
+            "{}: every packet goes from an address to itself (a loopback capture): the two \
+             nodes are told apart by TCP or UDP port, node A being the endpoint that sent first",
+            path.display()
+        );
+    }
+    if replay.oversized > 0 {
+        eprintln!(
+            "{}: {} of {} packets are larger than the MTU ({mtu} bytes; --mtu), as in a \
+             loopback capture or one with segmentation offload: replayed as {} packets of at \
+             most {mtu} bytes, as a TUN device of that MTU would carry them",
+            path.display(),
+            replay.oversized,
+            packets.len(),
+            replay.segments
+        );
+    }
+    Ok(replay.trace)
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            eprintln!("costsim: {err}\n\n{HELP}");
-            return ExitCode::from(2);
-        }
-    };
+    // Bad arguments exit with 2, as documented.
+    let mut args = Args::parse();
+    if args.policies.is_empty() {
+        args.policies = Policy::ALL.to_vec();
+    }
     let traces: Vec<Trace> = match &args.pcap {
-        Some(path) => match load_pcap(path) {
+        Some(path) => match load_pcap(path, args.mtu) {
             Ok(trace) => vec![trace],
             Err(err) => {
                 eprintln!("costsim: {err}");
