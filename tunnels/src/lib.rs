@@ -7,16 +7,13 @@
 //! - [`node`]: a node: frames in, bundled by destination, sent within a call budget; polls on an
 //!   adaptive heartbeat; frames out.
 //! - [`net`]: routing: which node a packet goes to, what a node accepts.
-//! - `tun` (feature `tun`, Linux): a TUN device and its configuration through netlink; the only
-//!   module with `unsafe` code.
-#![deny(unsafe_code)]
+//! - [`device`]: the [`Device`](device::Device) trait; a TUN device (feature `tun`, Linux).
+#![forbid(unsafe_code)]
 
+pub mod device;
 pub mod link;
 pub mod net;
 pub mod node;
-#[cfg(all(feature = "tun", target_os = "linux"))]
-#[allow(unsafe_code)]
-pub mod tun;
 pub mod wire;
 
 pub use link::{Link, LinkError, NodeId, Received};

@@ -10,11 +10,11 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use metrics::Counter;
 use tracing::{debug, error, info, warn};
+use tunnels::device::{Device, Tun, TunConfig};
 use tunnels::link::s3::{S3Link, S3LinkConfig, S3Store, S3StoreConfig, Strategy};
 use tunnels::link::{StoreError, StoreErrorKind};
 use tunnels::net::{Accept, Route, Router};
 use tunnels::node::{Node, NodeConfig, NodeStats};
-use tunnels::tun::{self, Tun};
 use tunnels::{Link, NodeId, Received};
 
 use crate::parse_duration;
@@ -280,8 +280,8 @@ impl PacketMetrics {
 
 /// What the link delivers goes to the device if the router accepts it: an IPv6 packet from its
 /// sender's address to this node's.
-fn deliver(
-    tun: Arc<Tun>,
+fn deliver<D: Device>(
+    tun: Arc<D>,
     router: Router,
     metrics: Arc<PacketMetrics>,
 ) -> impl FnMut(Received) + Send + 'static {
@@ -421,28 +421,31 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
         .await
         .map_err(|e| store_problem(&e, &args.link, args.endpoint_url.as_deref()))?;
 
-    let tun = Tun::create(&args.device).map_err(|e| device_problem(&e, &args.device))?;
-    let congestion = Some(args.tcp_congestion.as_str()).filter(|name| *name != "system");
-    let settings = tun::Settings {
+    let tun = Tun::create(&TunConfig {
+        name: &args.device,
         addr,
         prefix_len: 64,
-        mtu: args.mtu,
+        mtu: u16::try_from(args.mtu).expect("clap keeps --mtu within 1280..=65535"),
         tx_queue_len: args.txqueuelen,
-        congestion,
-    };
-    tun::configure(tun.index(), &settings).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound && congestion.is_some() {
-            format!(
-                "configuring the device {}: the kernel has no TCP congestion control {:?} \
-                 (see /proc/sys/net/ipv4/tcp_available_congestion_control, or give \
-                 --tcp-congestion system): {e}",
-                tun.name(),
-                args.tcp_congestion
-            )
-        } else {
-            format!("configuring the device {}: {e}", tun.name())
-        }
-    })?;
+    })
+    .map_err(|e| device_problem(&e, &args.device))?;
+    if args.tcp_congestion != "system" {
+        tun.set_congestion(&args.tcp_congestion)
+            .await
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    format!(
+                        "configuring the device {}: the kernel has no TCP congestion control \
+                         {:?} (see /proc/sys/net/ipv4/tcp_available_congestion_control, or give \
+                         --tcp-congestion system): {e}",
+                        tun.name(),
+                        args.tcp_congestion
+                    )
+                } else {
+                    format!("configuring the device {}: {e}", tun.name())
+                }
+            })?;
+    }
     let tun = Arc::new(tun);
 
     // A new epoch at every start: receivers then expect this node's batches from 0 again.
@@ -527,8 +530,8 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
 }
 
 /// Device to link: each IPv6 packet for another node of the network goes to the bundler.
-async fn read_device(
-    tun: Arc<Tun>,
+async fn read_device<D: Device>(
+    tun: Arc<D>,
     node: Arc<Node>,
     router: Router,
     metrics: Arc<PacketMetrics>,

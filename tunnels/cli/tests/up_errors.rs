@@ -183,3 +183,24 @@ async fn no_permission_for_the_device_is_explained() {
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A congestion control the kernel does not have: the device is made, then refused with a
+/// message naming the setting, and it goes with the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_congestion_control_is_explained() {
+    let (server, dir) = server_with_bucket("congestion").await;
+    let endpoint = server.endpoint_url();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut args = local_args("s3://present/net", &endpoint, "tuncc%d").to_vec();
+        args.extend(["--tcp-congestion", "no-such-algorithm"]);
+        tunnel_up(&args, local_s3::SECRET_KEY)
+    })
+    .await
+    .unwrap();
+    assert_refused(
+        &output,
+        &["no TCP congestion control", "--tcp-congestion system"],
+    );
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
