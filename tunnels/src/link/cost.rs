@@ -200,6 +200,23 @@ impl Price {
 }
 
 /// A price list: a [`Price`] per operation; operations not listed are free.
+///
+/// # Examples
+///
+/// What a day of an idle node that LISTs twice a second costs on S3, and a GB of log events
+/// on CloudWatch Logs:
+///
+/// ```
+/// use tunnels::link::{Prices, Usage};
+///
+/// let mut hoshino = Usage::new();
+/// hoshino.add("list", 172_800, 0);
+/// assert!((Prices::S3_STANDARD.cost(&hoshino) - 0.864).abs() < 1e-9);
+///
+/// let mut logs = Usage::new();
+/// logs.add("put_log_events", 1_000, 1_000_000_000);
+/// assert!((Prices::CLOUDWATCH_LOGS_STANDARD.cost(&logs) - 0.50).abs() < 1e-9);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prices {
     /// What the list prices, for reports ("S3 Standard").

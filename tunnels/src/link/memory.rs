@@ -17,6 +17,34 @@ use crate::wire::{FRAME_OVERHEAD, MAX_FRAME_LEN};
 const OPS: &[&str] = &["send", "poll"];
 
 /// Inboxes of in-process links; cloning shares them.
+///
+/// # Examples
+///
+/// Two nodes, one frame:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use bytes::Bytes;
+/// use tokio::sync::mpsc;
+/// use tunnels::link::MemoryNetwork;
+/// use tunnels::{Node, NodeConfig, Received};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let net = MemoryNetwork::new();
+/// let a = Node::start(Arc::new(net.link(1, 1 << 20)), NodeConfig::default(), |_| {});
+/// let (tx, mut rx) = mpsc::unbounded_channel();
+/// let b = Node::start(Arc::new(net.link(2, 1 << 20)), NodeConfig::default(), move |r: Received| {
+///     let _ = tx.send(r.frames);
+/// });
+/// a.send(2, Bytes::from_static(b"hello")).unwrap();
+/// let frames = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+/// assert_eq!(frames, [Bytes::from_static(b"hello")]);
+/// a.shutdown().await;
+/// b.shutdown().await;
+/// # });
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct MemoryNetwork {
     inboxes: Arc<Mutex<HashMap<NodeId, VecDeque<Received>>>>,

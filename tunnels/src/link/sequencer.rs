@@ -97,6 +97,27 @@ pub struct Expected {
 }
 
 /// The delivery state of a receiver: where each (sender, epoch) is.
+///
+/// # Examples
+///
+/// Batch 0 lands after batch 1; batch 1 waits for it, then both go, in order:
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+/// use tunnels::link::{Sequencer, Verdict};
+///
+/// let (sender, epoch) = (0xa, 1);
+/// let mut seq = Sequencer::new(Duration::from_secs(10));
+/// let now = Instant::now();
+/// assert!(matches!(seq.offer(sender, epoch, 1, now), Verdict::Wait { .. }));
+/// assert_eq!(seq.offer(sender, epoch, 0, now), Verdict::Deliver);
+/// // ... GET batch 0; only once its bytes are here:
+/// seq.delivered(sender, epoch, 0, now);
+/// assert_eq!(seq.offer(sender, epoch, 1, now), Verdict::Deliver);
+/// seq.delivered(sender, epoch, 1, now);
+/// assert_eq!(seq.offer(sender, epoch, 0, now), Verdict::Duplicate);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Sequencer {
     grace: Duration,

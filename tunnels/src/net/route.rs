@@ -33,6 +33,19 @@ pub enum Accept {
 }
 
 /// The routing of one node of a network.
+///
+/// # Examples
+///
+/// ```
+/// use tunnels::net::{Accept, Route, Router, ip};
+///
+/// let a = Router::new("fd5e:59b8:f71d:9a3e::".parse().unwrap(), 0xa);
+/// let b = Router::new(a.network(), 0xb);
+/// let ping = ip::echo_request(a.addr(), b.addr(), 1, 1, b"hi");
+/// assert_eq!(a.route(&ping), Route::Node(0xb));
+/// assert_eq!(b.accept(0xa, &ping), Accept::Deliver);
+/// assert_eq!(b.accept(0xc, &ping), Accept::WrongAddress, "c cannot speak for a");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Router {
     network: Ipv6Addr,
