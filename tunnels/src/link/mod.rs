@@ -76,8 +76,8 @@ pub trait Link: Send + Sync + 'static {
 
     /// Batches addressed to us since the last poll, each (sender, epoch) in order, none twice.
     ///
-    /// A poll that fails after it took batches from the service still returns them, and keeps
-    /// the failure for the next one.
+    /// A poll that fails after it took batches from the service still returns them; a failure
+    /// that persists shows at the next poll.
     ///
     /// # Cancel safety
     ///
