@@ -8,6 +8,10 @@
 //!   adaptive heartbeat; frames out.
 //! - [`net`]: routing: which node a packet goes to, what a node accepts.
 //! - [`device`]: the [`Device`](device::Device) trait; a TUN device (feature `tun`, Linux).
+//!
+//! Features: `aws` (default) the S3 store on the AWS SDK; `local-s3` an S3-compatible server in
+//! process, for demos and tests; `tun` the TUN device. The `tunnel` binary is a crate of its own
+//! (`tunnels/cli`), so that using the library compiles no argument parser, exporter or device.
 #![forbid(unsafe_code)]
 
 pub mod device;
