@@ -152,6 +152,15 @@ impl Meter {
         self.bytes[op].fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// The name of operation `op` (an index into the meter's operations).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `op` is not an index of the meter's operations.
+    pub fn name(&self, op: usize) -> &'static str {
+        self.ops[op]
+    }
+
     /// A snapshot of the counts.
     pub fn usage(&self) -> Usage {
         let mut usage = Usage::new();

@@ -148,21 +148,15 @@ impl Ledger {
     }
 
     /// Books an attempt of a retried call of `op` carrying `bytes`: each attempt is billed.
-    pub(crate) fn attempt(
-        &self,
-        op: usize,
-        name: &str,
-        bytes: u64,
-        attempt: Attempt<'_, StoreError>,
-    ) {
+    pub(crate) fn attempt(&self, op: usize, bytes: u64, attempt: Attempt<'_, StoreError>) {
         match attempt {
             Attempt::Start => self.call(op, bytes),
             Attempt::Retrying { error, wait } => {
                 self.note(Outcome::Retry, 1);
-                tracing::debug!(call = name, %error, ?wait, "retrying");
+                tracing::debug!(call = self.meter.name(op), %error, ?wait, "retrying");
             }
             Attempt::GaveUp { error } => {
-                tracing::warn!(call = name, %error, "call failed");
+                tracing::warn!(call = self.meter.name(op), %error, "call failed");
             }
         }
     }

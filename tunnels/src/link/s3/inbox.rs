@@ -9,6 +9,7 @@
 //! - Every change to the inbox's state is made between two awaits, so a poll that is dropped
 //!   leaves it consistent: what it had read is handed over by the next poll.
 
+use std::collections::HashSet;
 use std::mem;
 use std::time::Duration;
 
@@ -33,8 +34,11 @@ pub(super) struct Inbox {
     last_bell: Option<Instant>,
     /// Batches taken, handed over once `done` is deleted.
     ready: Vec<Received>,
-    /// Keys read (batches, duplicates, foreign objects) whose objects are still to delete.
+    /// Keys read (batches, duplicates, foreign objects) whose objects are still to delete, in
+    /// the order they were read, and the same as a set (a LIST after a failed DELETE finds them
+    /// again).
     done: Vec<String>,
+    pending: HashSet<String>,
 }
 
 impl Inbox {
@@ -45,13 +49,17 @@ impl Inbox {
             last_bell: None,
             ready: Vec::new(),
             done: Vec::new(),
+            pending: HashSet::new(),
         }
     }
 
-    fn done(&mut self, key: String) {
-        if !self.done.contains(&key) {
+    /// Queues `key` for deletion; false if it already was.
+    fn done(&mut self, key: String) -> bool {
+        let new = self.pending.insert(key.clone());
+        if new {
             self.done.push(key);
         }
+        new
     }
 }
 
@@ -80,7 +88,9 @@ impl<S: ObjectStore> S3Link<S> {
             let chunk = &inbox.done[..n];
             self.call(Call::Delete, 0, || self.store.delete_many(chunk))
                 .await?;
-            inbox.done.drain(..n);
+            for key in inbox.done.drain(..n) {
+                inbox.pending.remove(&key);
+            }
         }
         Ok(())
     }
@@ -123,7 +133,7 @@ impl<S: ObjectStore> S3Link<S> {
         if list && strategy == Strategy::Probe {
             // Delete the bell before listing: a ring before this is answered by the LIST, a
             // ring after it stays for the next poll.
-            inbox.done(bell);
+            let _ = inbox.done(bell);
             self.delete_done(inbox).await?;
         }
         if list {
@@ -150,9 +160,10 @@ impl<S: ObjectStore> S3Link<S> {
                 let (sender, epoch, seq) = match parse_listed(&prefix, &key) {
                     Listed::Batch(sender, epoch, seq) => (sender, epoch, seq),
                     Listed::Foreign => {
-                        self.ledger.note(Outcome::Rejected, 1);
                         tracing::warn!(%key, "rejected an object with a key that is not a batch's; deleting it");
-                        inbox.done(key);
+                        if inbox.done(key) {
+                            self.ledger.note(Outcome::Rejected, 1);
+                        }
                         continue;
                     }
                     Listed::Outside => {
@@ -164,9 +175,8 @@ impl<S: ObjectStore> S3Link<S> {
                 };
                 let skipped = match inbox.seq.offer(sender, epoch, seq, now) {
                     Verdict::Duplicate => {
-                        if !inbox.done.contains(&key) {
+                        if inbox.done(key) {
                             self.ledger.note(Outcome::Duplicate, 1);
-                            inbox.done(key);
                         }
                         continue;
                     }
@@ -254,7 +264,7 @@ impl<S: ObjectStore> S3Link<S> {
         if let Some(received) = self.decode(body, expect) {
             inbox.ready.push(received);
         }
-        inbox.done(key);
+        let _ = inbox.done(key);
         Ok(true)
     }
 

@@ -167,10 +167,7 @@ impl<S: ObjectStore> S3Link<S> {
         let op = kind as usize;
         self.retry
             .run(
-                |attempt| {
-                    self.ledger
-                        .attempt(op, kind.as_str(), bytes as u64, attempt)
-                },
+                |attempt| self.ledger.attempt(op, bytes as u64, attempt),
                 attempt,
             )
             .await
