@@ -154,20 +154,44 @@ fn read_pcapng(data: &[u8]) -> Result<Vec<Captured>, PcapError> {
     let mut interfaces: Vec<(u32, u64)> = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
-        if rest.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+        let section = rest.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]);
+        if section {
             // A section header: its byte-order magic decides how to read the rest.
-            let (next, shb) = parse_sectionheaderblock(rest).map_err(container_error)?;
-            big = shb.big_endian();
+            big = match rest.get(8..12).ok_or(PcapError::Truncated)? {
+                [0x1a, 0x2b, 0x3c, 0x4d] => true,
+                [0x4d, 0x3c, 0x2b, 0x1a] => false,
+                _ => return Err(PcapError::BadMagic),
+            };
             interfaces.clear();
-            rest = next;
+        }
+        // Every block's length is checked here, before pcap-parser reads the block: its
+        // parser for some block kinds subtracts 12 from a length it has only checked to be
+        // at least 4, and panics (found by the `pcap` fuzz target).
+        let len: [u8; 4] = rest
+            .get(4..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(PcapError::Truncated)?;
+        let len = if big {
+            u32::from_be_bytes(len)
+        } else {
+            u32::from_le_bytes(len)
+        } as usize;
+        if len < 12 || !len.is_multiple_of(4) {
+            return Err(PcapError::BadLength);
+        }
+        let whole = rest.get(..len).ok_or(PcapError::Truncated)?;
+        if section {
+            parse_sectionheaderblock(whole).map_err(container_error)?;
+            rest = &rest[len..];
             continue;
         }
         let parsed = if big {
-            parse_block_be(rest)
+            parse_block_be(whole)
         } else {
-            parse_block_le(rest)
+            parse_block_le(whole)
         };
-        let (next, block) = parsed.map_err(container_error)?;
+        let (_, block) = parsed.map_err(container_error)?;
+        let next = &rest[len..];
         match block {
             Block::InterfaceDescription(idb) => {
                 interfaces.push((idb.linktype.0 as u32, per_second(idb.if_tsresol)));
