@@ -27,6 +27,7 @@ use bundler::ApiLimits;
 use bytes::Bytes;
 
 pub mod cost;
+pub mod cwl;
 pub mod memory;
 pub mod retry;
 pub mod s3;
@@ -153,6 +154,11 @@ pub enum StoreErrorKind {
     NoSuchBucket,
     /// Credentials are missing or not allowed to do this.
     AccessDenied,
+    /// A log stream or log group does not exist (CloudWatch Logs' `ResourceNotFoundException`).
+    NotFound,
+    /// The service refused the request as malformed: a call outside its limits, or a token it
+    /// no longer takes (CloudWatch Logs' `InvalidParameterException`). Not retried.
+    BadRequest,
     /// Anything else; not retried.
     Other,
 }
@@ -187,6 +193,8 @@ impl fmt::Display for StoreError {
             StoreErrorKind::Unavailable => "store unavailable",
             StoreErrorKind::NoSuchBucket => "no such bucket",
             StoreErrorKind::AccessDenied => "access denied",
+            StoreErrorKind::NotFound => "not found",
+            StoreErrorKind::BadRequest => "bad request",
             StoreErrorKind::Other => "store error",
         };
         if self.message.is_empty() {
