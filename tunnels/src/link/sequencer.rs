@@ -233,6 +233,20 @@ impl Sequencer {
         state.retired = retired;
     }
 
+    /// Resumes stream (`sender`, `epoch`) at `next`, as a receiver that restarted learns from
+    /// where its previous life wrote it down: batches before `next` are duplicates, and a gap
+    /// after it is counted lost, not skipped. Never moves a stream back; does nothing for a
+    /// retired epoch.
+    pub fn resume(&mut self, sender: NodeId, epoch: u64, next: u64, now: Instant) {
+        if let Some(stream) = self.stream(sender, epoch, now)
+            && next > stream.next
+        {
+            stream.next = next;
+            stream.gap_since = None;
+            stream.delivered_any = true;
+        }
+    }
+
     /// The earliest time a gap's grace period ends, if any batch is waiting: the receiver
     /// should look again by then (quinn-proto's `poll_timeout`).
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -288,6 +302,25 @@ mod tests {
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_resumed_stream_drops_what_came_before_and_counts_a_later_gap_lost() {
+        let t0 = Instant::now();
+        let mut seq = Sequencer::new(GRACE);
+        seq.resume(A, 1, 5, t0);
+        assert_eq!(seq.offer(A, 1, 4, t0), Verdict::Duplicate);
+        assert_eq!(seq.offer(A, 1, 5, t0), Verdict::Deliver);
+        seq.resume(A, 1, 2, t0);
+        assert_eq!(seq.offer(A, 1, 5, t0), Verdict::Deliver, "never moved back");
+        assert!(matches!(seq.offer(A, 1, 7, t0), Verdict::Wait { .. }));
+        assert_eq!(
+            seq.offer(A, 1, 7, t0 + GRACE),
+            Verdict::Skip {
+                missing: 2,
+                reason: Skipped::Lost
+            }
+        );
     }
 
     #[test]

@@ -2,8 +2,15 @@
 //!
 //! (Layout, reading and resuming are described once the link lands.)
 
+mod inbox;
+pub mod layout;
 pub mod limits;
+mod link;
+mod memory;
+mod outbox;
 pub mod store;
 
 pub use limits::{LimitError, check_put};
+pub use link::{CwlLink, CwlLinkConfig, DEFAULT_READ_RATE};
+pub use memory::{LogsModel, MemoryLogs};
 pub use store::{Call, LogEvent, LogPage, LogStore, ReadFrom};
