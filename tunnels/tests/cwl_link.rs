@@ -10,7 +10,7 @@ use bytes::Bytes;
 use cardio::Budget;
 use tunnels::link::StoreErrorKind;
 use tunnels::link::cwl::layout::{batch_stream, bell_stream, mark_stream};
-use tunnels::link::cwl::{Call, CwlLink, CwlLinkConfig, LogEvent, LogsModel, MemoryLogs};
+use tunnels::link::cwl::{Call, CwlLink, CwlLinkConfig, LogEvent, LogsModel, MemoryLogs, ReadMode};
 use tunnels::{Link, Received};
 
 const A: u64 = 0xa;
@@ -257,4 +257,41 @@ async fn an_idle_receiver_reads_its_bell_once_a_poll_and_keeps_to_its_read_rate(
     let made = reads(&b) - start;
     assert!(made <= 11, "{made} reads in 10 s at 1 a second");
     assert!(b.deferred_reads() > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_seeds_filter_reading_delivers_too_with_one_call_a_poll() {
+    let logs = MemoryLogs::new(LogsModel::CLOUDWATCH, 9);
+    let b = CwlLink::new(
+        logs.clone(),
+        B,
+        1,
+        CwlLinkConfig {
+            read: ReadMode::Filter,
+            ..config()
+        },
+    )
+    .unwrap();
+    let (a, c) = (link(&logs, A, 1), link(&logs, 0xc, 1));
+    for i in 0..3 {
+        a.send(B, &[Bytes::from(format!("a{i}"))]).await.unwrap();
+        c.send(B, &[Bytes::from(format!("c{i}"))]).await.unwrap();
+    }
+    let got = poll_for(&b, 6).await;
+    let from = |sender| -> Vec<Bytes> {
+        got.iter()
+            .filter(|r| r.sender == sender)
+            .flat_map(|r| r.frames.clone())
+            .collect()
+    };
+    assert_eq!(from(A), ["a0", "a1", "a2"]);
+    assert_eq!(from(0xc), ["c0", "c1", "c2"]);
+    let polls_reads = b.usage().calls("filter_log_events");
+    b.poll().await.unwrap();
+    assert_eq!(b.usage().calls("filter_log_events"), polls_reads + 1);
+    assert_eq!(
+        b.usage().calls("get_log_events"),
+        1,
+        "only the mark, at the start"
+    );
 }

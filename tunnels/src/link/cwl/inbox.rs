@@ -20,7 +20,8 @@ use tokio::time::Instant;
 use super::CwlLink;
 use super::layout::{Mark, MarkEntry, batch_stream, bell_stream, mark_stream, parse_ring};
 use super::limits::EVENT_OVERHEAD;
-use super::store::{LogEvent, LogStore, ReadFrom};
+use super::link::ReadMode;
+use super::store::{Call, LogEvent, LogStore, ReadFrom};
 use crate::link::{
     LinkError, NodeId, Outcome, Received, Sequencer, Skipped, StoreError, StoreErrorKind, Verdict,
 };
@@ -123,6 +124,11 @@ impl<S: LogStore> CwlLink<S> {
                 return Ok(());
             }
             self.resume(inbox, now).await?;
+        }
+        if self.config.read == ReadMode::Filter {
+            let read = self.read_filter(inbox, now).await;
+            self.release_held(inbox, Instant::now());
+            return read;
         }
         let active = |inbox: &Inbox| -> Vec<NodeId> {
             let mut ids: Vec<_> = inbox
@@ -241,6 +247,60 @@ impl<S: LogStore> CwlLink<S> {
             }
         }
         Ok(Stop::Done)
+    }
+
+    /// Reads every stream named for this node with FilterLogEvents, from the last event's time
+    /// (kept as the bell's position): the sequencer drops what repeats.
+    async fn read_filter(&self, inbox: &mut Inbox, now: Instant) -> Result<(), StoreError> {
+        let prefix = format!("{}{:016x}/", self.config.prefix, self.me);
+        let start = inbox.bell.position;
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            if !self.may_read() {
+                return Ok(());
+            }
+            let op = Call::FilterLogEvents as usize;
+            self.ledger.call(op, 0);
+            let page = match self
+                .store
+                .filter_events(&self.config.group, &prefix, start, token.as_deref())
+                .await
+            {
+                Ok(page) => page,
+                Err(e) if e.kind() == StoreErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            self.ledger.bytes(
+                op,
+                page.events
+                    .iter()
+                    .map(|f| f.event.message.len() as u64)
+                    .sum(),
+            );
+            for found in &page.events {
+                inbox.bell.position = inbox.bell.position.max(found.event.timestamp);
+                let Some(sender) = found.stream.strip_prefix(&prefix).and_then(|name| {
+                    u64::from_str_radix(name, 16)
+                        .ok()
+                        .filter(|_| name.len() == 16)
+                }) else {
+                    // The bell and the mark.
+                    continue;
+                };
+                let cursor = inbox
+                    .senders
+                    .entry(sender)
+                    .or_insert_with(|| Cursor::new(found.event.timestamp, now));
+                cursor.position = cursor.position.max(found.event.timestamp);
+                cursor.last_heard = now;
+                self.take(inbox, sender, &found.event, now);
+            }
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     async fn read_bell(&self, inbox: &mut Inbox, now: Instant) -> Result<Stop, StoreError> {

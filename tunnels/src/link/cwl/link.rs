@@ -33,6 +33,18 @@ pub const DEFAULT_READ_RATE: Budget =
     Budget::new(NonZeroU32::new(2).expect("nonzero"), Duration::from_secs(1))
         .with_burst(NonZeroU32::new(10).expect("nonzero"));
 
+/// How a receiver reads its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    /// GetLogEvents on each sender's stream, by token, and on the bell (the default).
+    #[default]
+    Token,
+    /// FilterLogEvents over every stream named for this node, from the last event's time: the
+    /// seed's way, one call a poll whatever the number of senders, against a quota of 5 calls
+    /// a second for the whole account. For the cost simulation's baseline.
+    Filter,
+}
+
 /// Settings of a CloudWatch Logs link.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CwlLinkConfig {
@@ -48,6 +60,8 @@ pub struct CwlLinkConfig {
     pub event_bytes: usize,
     /// The GetLogEvents calls this node may make: the account's quota is shared by every node.
     pub read_rate: Budget,
+    /// How the receiver reads.
+    pub read: ReadMode,
     /// A sender rings a destination's bell when it starts talking to it, and again when it
     /// speaks after this long.
     pub ring_every: Duration,
@@ -76,6 +90,7 @@ impl Default for CwlLinkConfig {
             encoding: TextEncoding::Z85,
             event_bytes: CLASSIC_EVENT_BYTES,
             read_rate: DEFAULT_READ_RATE,
+            read: ReadMode::Token,
             ring_every: Duration::from_secs(60),
             forget_after: Duration::from_secs(180),
             bell_every: Duration::from_secs(5),

@@ -13,7 +13,7 @@ use rand_distr::StandardNormal;
 use tokio::time::Instant;
 
 use super::limits::{self, EVENT_OVERHEAD};
-use super::store::{Call, LogEvent, LogPage, LogStore, ReadFrom};
+use super::store::{Call, FilterPage, FoundEvent, LogEvent, LogPage, LogStore, ReadFrom};
 use crate::link::{Meter, StoreError, StoreErrorKind, Usage};
 
 /// How long a token stays good.
@@ -32,6 +32,8 @@ pub struct LogsModel {
     pub get_latency: (Duration, Duration),
     /// The account's GetLogEvents quota, calls a second shared by every node; `None` for none.
     pub read_quota: Option<u32>,
+    /// The account's FilterLogEvents quota, calls a second; `None` for none.
+    pub filter_quota: Option<u32>,
     /// The largest event taken, message plus 26.
     pub max_event_bytes: usize,
 }
@@ -44,6 +46,7 @@ impl LogsModel {
         put_latency: (Duration::from_millis(40), Duration::from_millis(150)),
         get_latency: (Duration::from_millis(30), Duration::from_millis(120)),
         read_quota: Some(25),
+        filter_quota: Some(5),
         max_event_bytes: limits::MAX_EVENT_BYTES,
     };
 
@@ -52,6 +55,7 @@ impl LogsModel {
         put_latency: (Duration::ZERO, Duration::ZERO),
         get_latency: (Duration::ZERO, Duration::ZERO),
         read_quota: None,
+        filter_quota: None,
         max_event_bytes: limits::MAX_EVENT_BYTES,
     };
 
@@ -89,6 +93,7 @@ struct State {
     groups: HashMap<String, Group>,
     rng: ChaCha8Rng,
     quota: Option<TokenBucket>,
+    filter_quota: Option<TokenBucket>,
     /// Calls to fail on purpose: (call, kind, how many more).
     faults: Vec<(Call, StoreErrorKind, u32)>,
     unavailable: bool,
@@ -108,17 +113,19 @@ impl MemoryLogs {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let quota = model
-            .read_quota
-            .and_then(std::num::NonZeroU32::new)
-            .map(|n| TokenBucket::new(Budget::new(n, Duration::from_secs(1)).with_burst(n)));
+        let bucket = |quota: Option<u32>| {
+            quota
+                .and_then(std::num::NonZeroU32::new)
+                .map(|n| TokenBucket::new(Budget::new(n, Duration::from_secs(1)).with_burst(n)))
+        };
         MemoryLogs {
             inner: Arc::new(Inner {
                 model,
                 state: Mutex::new(State {
                     groups: HashMap::new(),
                     rng: ChaCha8Rng::seed_from_u64(seed),
-                    quota,
+                    quota: bucket(model.read_quota),
+                    filter_quota: bucket(model.filter_quota),
                     faults: Vec::new(),
                     unavailable: false,
                     throttled: 0,
@@ -142,7 +149,7 @@ impl MemoryLogs {
         self.inner.meter.usage()
     }
 
-    /// GetLogEvents calls refused for the account's quota.
+    /// GetLogEvents and FilterLogEvents calls refused for the account's quotas.
     pub fn throttled(&self) -> u64 {
         self.state().throttled
     }
@@ -239,14 +246,21 @@ impl MemoryLogs {
                 format!("{} failed on purpose", call.as_str()),
             ));
         }
-        if call == Call::GetLogEvents
-            && let Some(quota) = &mut state.quota
+        let quota = match call {
+            Call::GetLogEvents => state.quota.as_mut(),
+            Call::FilterLogEvents => state.filter_quota.as_mut(),
+            _ => None,
+        };
+        if let Some(quota) = quota
             && quota.try_take(Instant::now()).is_err()
         {
             state.throttled += 1;
             return Err(StoreError::new(
                 StoreErrorKind::Throttled,
-                "ThrottlingException: Rate exceeded (GetLogEvents, account quota)",
+                format!(
+                    "ThrottlingException: Rate exceeded ({}, account quota)",
+                    call.as_str()
+                ),
             ));
         }
         Ok(())
@@ -391,6 +405,68 @@ impl LogStore for MemoryLogs {
         Ok(LogPage {
             events,
             next_forward_token: Some(token(end, now)),
+        })
+    }
+
+    async fn filter_events(
+        &self,
+        group: &str,
+        stream_prefix: &str,
+        start_time: i64,
+        token: Option<&str>,
+    ) -> Result<FilterPage, StoreError> {
+        self.call(Call::FilterLogEvents, 0).await?;
+        let state = self.state();
+        let g = state
+            .groups
+            .get(group)
+            .ok_or_else(|| not_found(&format!("log group {group}")))?;
+        let mut found: Vec<FoundEvent> = g
+            .streams
+            .iter()
+            .filter(|(name, _)| name.starts_with(stream_prefix))
+            .flat_map(|(name, events)| {
+                events
+                    .iter()
+                    .filter(|e| e.timestamp >= start_time)
+                    .map(|e| FoundEvent {
+                        stream: name.clone(),
+                        event: e.clone(),
+                    })
+            })
+            .collect();
+        drop(state);
+        // By time; among equal times by stream, each stream's events in its order.
+        found.sort_by(|a, b| (a.event.timestamp, &a.stream).cmp(&(b.event.timestamp, &b.stream)));
+        let skip = match token {
+            Some(t) => t
+                .strip_prefix("o/")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    StoreError::new(
+                        StoreErrorKind::BadRequest,
+                        "InvalidParameterException: the specified nextToken is invalid",
+                    )
+                })?,
+            None => 0,
+        };
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        for found in found.iter().skip(skip) {
+            bytes += found.event.message.len() + EVENT_OVERHEAD;
+            if events.len() == PAGE_EVENTS || (bytes > PAGE_BYTES && !events.is_empty()) {
+                break;
+            }
+            events.push(found.clone());
+        }
+        let end = skip + events.len();
+        self.inner.meter.record_bytes(
+            Call::FilterLogEvents as usize,
+            events.iter().map(|e| e.event.message.len() as u64).sum(),
+        );
+        Ok(FilterPage {
+            next_token: (end < found.len()).then(|| format!("o/{end}")),
+            events,
         })
     }
 }

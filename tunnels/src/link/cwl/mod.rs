@@ -11,6 +11,6 @@ mod outbox;
 pub mod store;
 
 pub use limits::{LimitError, check_put};
-pub use link::{CwlLink, CwlLinkConfig, DEFAULT_READ_RATE};
+pub use link::{CwlLink, CwlLinkConfig, DEFAULT_READ_RATE, ReadMode};
 pub use memory::{LogsModel, MemoryLogs};
-pub use store::{Call, LogEvent, LogPage, LogStore, ReadFrom};
+pub use store::{Call, FilterPage, FoundEvent, LogEvent, LogPage, LogStore, ReadFrom};
