@@ -58,3 +58,70 @@ pub fn ip(data: &[u8]) {
         assert_eq!(reply.dst(), packet.src());
     }
 }
+
+/// Whatever events a CloudWatch Logs stream holds (anyone who may write to the log group can
+/// put anything there), a receiver never panics, delivers only valid batches of the stream's
+/// sender, each once; marks and rings parse back to what they say.
+///
+/// The input is split at 0xff bytes into events; each event's first byte picks its stream (the
+/// sender's, the bell or the mark) and the rest is its message, read as UTF-8 (lossily, as the
+/// service would have refused invalid UTF-8).
+pub fn cwl(data: &[u8]) {
+    use crate::link::cwl::layout::{self, Mark};
+    use crate::link::cwl::{CwlLink, CwlLinkConfig, LogEvent, LogsModel, MemoryLogs};
+    use crate::link::Link;
+
+    const A: u64 = 0xa;
+    const B: u64 = 0xb;
+    let messages: Vec<(u8, String)> = data
+        .split(|&b| b == 0xff)
+        .take(64)
+        .filter_map(|part| {
+            let (&kind, message) = part.split_first()?;
+            Some((kind % 3, String::from_utf8_lossy(message).into_owned()))
+        })
+        .collect();
+    for (_, message) in &messages {
+        if let Some(mark) = Mark::parse(message) {
+            assert_eq!(Mark::parse(&mark.to_message()), Some(mark));
+        }
+        if let Some((sender, epoch)) = layout::parse_ring(message) {
+            assert_eq!(layout::parse_ring(&layout::ring(sender, epoch)), Some((sender, epoch)));
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let logs = MemoryLogs::new(LogsModel::LOCAL, 0);
+        // No grace (a gap is skipped at once) and reads without limit: every path, no waiting.
+        let config = CwlLinkConfig {
+            group: "g".into(),
+            gap_grace: std::time::Duration::ZERO,
+            read_rate: crate::link::cwl::read_rate(1e6).expect("a rate"),
+            ..CwlLinkConfig::default()
+        };
+        let now = logs.now_ms();
+        for (i, (kind, message)) in messages.into_iter().enumerate() {
+            let stream = match kind {
+                0 => layout::batch_stream("", B, A),
+                1 => layout::bell_stream("", B),
+                _ => layout::mark_stream("", B),
+            };
+            let event = LogEvent {
+                timestamp: now + i as i64,
+                message,
+            };
+            logs.insert("g", &stream, event);
+        }
+        let b = CwlLink::new(logs, B, 1, config).expect("valid settings");
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..4 {
+            for got in b.poll().await.unwrap_or_default() {
+                assert_eq!(got.sender, A, "only the stream's sender");
+                assert!(seen.insert((got.epoch, got.seq)), "delivered twice");
+            }
+        }
+    });
+}

@@ -30,3 +30,8 @@ fn text_corpus() {
 fn ip_corpus() {
     replay("ip", tunnels::fuzz::ip);
 }
+
+#[test]
+fn cwl_corpus() {
+    replay("cwl", tunnels::fuzz::cwl);
+}

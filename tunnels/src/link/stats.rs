@@ -21,8 +21,11 @@ pub mod metric_names {
     pub const BATCHES: &str = "tunnel_batches_total";
     /// Counter: calls retried after throttling or failure.
     pub const RETRIES: &str = "tunnel_store_retries_total";
-    /// Counter: bells rung (S3: "look at your inbox" objects).
+    /// Counter: bells rung (S3: "look at your inbox" objects; CloudWatch Logs: ring events).
     pub const BELLS: &str = "tunnel_bells_total";
+    /// Counter: CloudWatch Logs reads left for a later poll because the node's read rate was
+    /// spent.
+    pub const READS_DEFERRED: &str = "tunnel_reads_deferred_total";
 }
 
 /// Counts of what a link saw, beside its calls.

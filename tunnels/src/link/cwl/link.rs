@@ -45,6 +45,25 @@ pub enum ReadMode {
     Filter,
 }
 
+/// A read rate of `per_second` GetLogEvents calls a second on average (fractions allowed, down
+/// to one call an hour), five seconds' worth at once; `None` if it is not a positive number.
+///
+/// ```
+/// use tunnels::link::cwl::read_rate;
+///
+/// let rate = read_rate(0.5).unwrap();
+/// assert_eq!(rate.emission_interval().as_secs(), 2);
+/// assert!(read_rate(0.0).is_none());
+/// ```
+pub fn read_rate(per_second: f64) -> Option<Budget> {
+    if !per_second.is_finite() || per_second <= 0.0 {
+        return None;
+    }
+    let per_hour = NonZeroU32::new((per_second * 3_600.0).round().min(f64::from(u32::MAX)) as u32)?;
+    let burst = NonZeroU32::new((per_second * 5.0).round() as u32).unwrap_or(NonZeroU32::MIN);
+    Some(Budget::new(per_hour, Duration::from_secs(3_600)).with_burst(burst))
+}
+
 /// Settings of a CloudWatch Logs link.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CwlLinkConfig {
@@ -121,6 +140,7 @@ pub struct CwlLink<S> {
     rings: AtomicU64,
     bells: metrics::Counter,
     pub(super) deferred: AtomicU64,
+    deferred_metric: metrics::Counter,
 }
 
 /// The most bytes whose text fits `message` bytes.
@@ -180,6 +200,7 @@ impl<S: LogStore> CwlLink<S> {
             rings: AtomicU64::new(0),
             bells: metrics::counter!(metric_names::BELLS, "node" => format!("{me:016x}")),
             deferred: AtomicU64::new(0),
+            deferred_metric: metrics::counter!(metric_names::READS_DEFERRED, "node" => format!("{me:016x}")),
             config,
         })
     }
@@ -237,6 +258,7 @@ impl<S: LogStore> CwlLink<S> {
         let ok = bucket.try_take(Instant::now()).is_ok();
         if !ok {
             self.deferred.fetch_add(1, Ordering::Relaxed);
+            self.deferred_metric.increment(1);
         }
         ok
     }
@@ -284,6 +306,45 @@ impl<S: LogStore> CwlLink<S> {
         page
     }
 
+    /// What a node checks at start: that it may create (or use) the log group, and read its
+    /// own streams. Creates the group, with its retention, if it is missing.
+    ///
+    /// # Errors
+    ///
+    /// The call that failed: [`StoreErrorKind::AccessDenied`] names the IAM action in its
+    /// message; [`StoreErrorKind::NotFound`] means the group is missing and could not be
+    /// created; [`StoreErrorKind::Unavailable`], the service could not be reached.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        match self.ensure_group().await {
+            Ok(()) => {}
+            // A group made by someone else, with a policy that lets nodes use it only.
+            Err(e) if e.kind() == StoreErrorKind::AccessDenied => tracing::warn!(
+                group = %self.config.group,
+                error = %e,
+                "may not create the log group or set its retention; using it as it is"
+            ),
+            Err(e) => return Err(e),
+        }
+        let mark = super::layout::mark_stream(&self.config.prefix, self.me);
+        match self
+            .store
+            .get_events(
+                &self.config.group,
+                &mark,
+                super::store::ReadFrom::Tail,
+                Some(1),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // The stream, not the group: nothing was received yet.
+            Err(e) if e.kind() == StoreErrorKind::NotFound && !e.to_string().contains("group") => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates the log group (and sets its retention) once per life of the link.
     async fn ensure_group(&self) -> Result<(), StoreError> {
         if self.group_ready.load(Ordering::Relaxed) {
@@ -293,10 +354,21 @@ impl<S: LogStore> CwlLink<S> {
         self.call(Call::CreateLogGroup, 0, || self.store.create_group(group))
             .await?;
         if let Some(days) = self.config.retention_days {
-            self.call(Call::PutRetentionPolicy, 0, || {
-                self.store.set_retention(group, days)
-            })
-            .await?;
+            match self
+                .call(Call::PutRetentionPolicy, 0, || {
+                    self.store.set_retention(group, days)
+                })
+                .await
+            {
+                Ok(()) => {}
+                // Events are then kept as long as the group says; the link works the same.
+                Err(e) if e.kind() == StoreErrorKind::AccessDenied => tracing::warn!(
+                    %group,
+                    error = %e,
+                    "may not set the log group's retention: events stay as long as it keeps them"
+                ),
+                Err(e) => return Err(e),
+            }
         }
         self.group_ready.store(true, Ordering::Relaxed);
         Ok(())

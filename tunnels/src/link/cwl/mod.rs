@@ -11,6 +11,6 @@ mod outbox;
 pub mod store;
 
 pub use limits::{LimitError, check_put};
-pub use link::{CwlLink, CwlLinkConfig, DEFAULT_READ_RATE, ReadMode};
+pub use link::{CwlLink, CwlLinkConfig, DEFAULT_READ_RATE, ReadMode, read_rate};
 pub use memory::{LogsModel, MemoryLogs};
 pub use store::{Call, FilterPage, FoundEvent, LogEvent, LogPage, LogStore, ReadFrom};
