@@ -2,6 +2,8 @@
 //!
 //! (Layout, reading and resuming are described once the link lands.)
 
+#[cfg(feature = "aws")]
+mod aws;
 mod inbox;
 pub mod layout;
 pub mod limits;
@@ -10,6 +12,8 @@ mod memory;
 mod outbox;
 pub mod store;
 
+#[cfg(feature = "aws")]
+pub use aws::{CwlStore, CwlStoreConfig};
 pub use limits::{LimitError, check_put};
 pub use link::{CwlLink, CwlLinkConfig, DEFAULT_READ_RATE, ReadMode, read_rate};
 pub use memory::{LogsModel, MemoryLogs};
