@@ -67,9 +67,9 @@ pub fn ip(data: &[u8]) {
 /// sender's, the bell or the mark) and the rest is its message, read as UTF-8 (lossily, as the
 /// service would have refused invalid UTF-8).
 pub fn cwl(data: &[u8]) {
+    use crate::link::Link;
     use crate::link::cwl::layout::{self, Mark};
     use crate::link::cwl::{CwlLink, CwlLinkConfig, LogEvent, LogsModel, MemoryLogs};
-    use crate::link::Link;
 
     const A: u64 = 0xa;
     const B: u64 = 0xb;
@@ -86,7 +86,10 @@ pub fn cwl(data: &[u8]) {
             assert_eq!(Mark::parse(&mark.to_message()), Some(mark));
         }
         if let Some((sender, epoch)) = layout::parse_ring(message) {
-            assert_eq!(layout::parse_ring(&layout::ring(sender, epoch)), Some((sender, epoch)));
+            assert_eq!(
+                layout::parse_ring(&layout::ring(sender, epoch)),
+                Some((sender, epoch))
+            );
         }
     }
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,4 +1,5 @@
-//! `tunnel up`: a node on a TUN device, its packets carried through an S3 bucket.
+//! `tunnel up`: a node on a TUN device, its packets carried through an S3 bucket or a
+//! CloudWatch Logs log group.
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -11,6 +12,7 @@ use clap::{Args, ValueEnum};
 use metrics::Counter;
 use tracing::{debug, error, info, warn};
 use tunnels::device::{Device, Tun, TunConfig};
+use tunnels::link::cwl::{CwlLink, CwlLinkConfig, CwlStore, CwlStoreConfig};
 use tunnels::link::s3::{S3Link, S3LinkConfig, S3Store, S3StoreConfig, Strategy};
 use tunnels::link::{StoreError, StoreErrorKind};
 use tunnels::net::{Accept, Route, Router};
@@ -22,9 +24,15 @@ use crate::parse_duration;
 #[derive(Debug, Args)]
 #[command(after_long_help = METRICS_HELP)]
 pub(crate) struct UpArgs {
-    /// The bucket and key prefix the network lives in, such as s3://my-bucket/tunnel. Every node
-    /// of one network gives the same. The bucket must exist.
-    #[arg(long, value_name = "s3://BUCKET[/PREFIX]", value_parser = parse_link)]
+    /// Where the network lives: an S3 bucket and key prefix (s3://my-bucket/tunnel; the bucket
+    /// must exist), or a CloudWatch Logs log group and stream prefix (cwl://tunnel-net/net1;
+    /// the group is created with a retention of one day if it is missing). Every node of one
+    /// network gives the same. S3 bills per request ($0.005 per 1,000 PUTs, $0.0004 per 1,000
+    /// GETs): an idle node costs about $0.0007 a day, bulk about $0.007 per GiB. CloudWatch Logs
+    /// bills per byte ingested ($0.50 per GB, text encoding included: about $0.67 per GiB of
+    /// packets) and nothing per call, but an account may make only a few reads a second
+    /// (--read-rate).
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX] | cwl://LOG_GROUP[/STREAM_PREFIX]", value_parser = parse_link)]
     link: LinkUrl,
 
     /// This node's id, in hexadecimal: the last 64 bits of its address (`--node-id a` gives
@@ -60,16 +68,17 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "NAME", default_value = "cubic")]
     tcp_congestion: String,
 
-    /// An S3-compatible endpoint, such as http://127.0.0.1:9000 [default: AWS_ENDPOINT_URL,
-    /// or AWS's own].
+    /// An S3-compatible (or CloudWatch Logs-compatible) endpoint, such as
+    /// http://127.0.0.1:9000 [default: AWS_ENDPOINT_URL, or AWS's own].
     #[arg(long, value_name = "URL")]
     endpoint_url: Option<String>,
 
-    /// Address the bucket by path (endpoint/bucket/key), as most S3-compatible servers want.
+    /// Address the bucket by path (endpoint/bucket/key), as most S3-compatible servers want
+    /// (s3:// only).
     #[arg(long)]
     path_style: bool,
 
-    /// The bucket's region [default: AWS_REGION, or the profile's].
+    /// The bucket's (or log group's) region [default: AWS_REGION, or the profile's].
     #[arg(long)]
     region: Option<String>,
 
@@ -101,10 +110,19 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     linger: Duration,
 
-    /// How the inbox is read: `probe` GETs the next expected object of each recent sender,
-    /// `list` LISTs the inbox, `auto` probes while fewer than 12 senders are active.
-    #[arg(long, value_enum, default_value_t = StrategyArg::Auto)]
-    strategy: StrategyArg,
+    /// How the inbox is read (s3:// only): `probe` GETs the next expected object of each recent
+    /// sender, `list` LISTs the inbox, `auto` probes while fewer than 12 senders are active.
+    /// [default: auto]
+    #[arg(long, value_enum)]
+    strategy: Option<StrategyArg>,
+
+    /// GetLogEvents calls a second this node may make, on average, five seconds' worth at once
+    /// (cwl:// only). Reads are not billed, but an account and region share a quota of them
+    /// (25 a second; AWS, "CloudWatch Logs quotas"), so every node must stay within its share:
+    /// a busy node reads about once a poll per peer, an idle one about once a minute. Bulk
+    /// throughput is about 0.8 MB a second per read. Fractions allowed (0.5).
+    #[arg(long, value_name = "CALLS", default_value_t = 2.0)]
+    read_rate: f64,
 
     /// Serve Prometheus metrics on this address, such as 127.0.0.1:9100 (see below).
     #[arg(long, value_name = "ADDR")]
@@ -122,10 +140,18 @@ Metrics (--metrics), each labelled with the node id:
   tunnel_batches_total{outcome}                 delivered, duplicate, rejected (bad objects), lost,
                                                 skipped (before the first batch met of a sender's
                                                 life: what this node took before a restart)
-  tunnel_store_calls_total{kind}                S3 calls: put, get, list, delete (retries included)
-  tunnel_store_bytes_total{kind}                the bytes those calls carried
+  tunnel_store_calls_total{kind}                calls (retries included): on S3 put, get, list,
+                                                delete; on CloudWatch Logs put_log_events,
+                                                get_log_events, create_log_stream,
+                                                create_log_group, put_retention_policy
+  tunnel_store_bytes_total{kind}                the bytes those calls carried (PutLogEvents: as
+                                                ingestion is billed, 26 per event included)
   tunnel_store_retries_total                    calls retried after throttling or failure
-  tunnel_store_cost_dollars                     what the calls cost at S3 Standard prices
+  tunnel_store_cost_dollars                     what the calls cost at S3 Standard or CloudWatch
+                                                Logs Standard prices (ingestion included)
+  tunnel_bells_total                            \"look at your inbox\" signals rung to peers
+  tunnel_reads_deferred_total                   CloudWatch Logs reads left for a later poll, the
+                                                node's --read-rate being spent
   cardio_interval_seconds{heartbeat=\"tunnel-poll\"}  the current interval between polls
 
 Logs go to standard error; RUST_LOG sets the level (error, warn, info, debug, trace), also per
@@ -138,30 +164,52 @@ enum StrategyArg {
     List,
 }
 
-/// `s3://bucket/prefix`, parsed.
+/// `s3://bucket/prefix` or `cwl://group/prefix`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LinkUrl {
-    bucket: String,
-    /// "" or ending in `/`.
-    prefix: String,
+pub(crate) enum LinkUrl {
+    S3 {
+        bucket: String,
+        /// "" or ending in `/`.
+        prefix: String,
+    },
+    Cwl {
+        group: String,
+        /// "" or ending in `/`.
+        prefix: String,
+    },
 }
 
 impl std::fmt::Display for LinkUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+        match self {
+            LinkUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            LinkUrl::Cwl { group, prefix } => write!(f, "cwl://{group}/{prefix}"),
+        }
     }
 }
 
-/// Picks the link from the address's scheme: `s3://` is the only one so far.
+/// Picks the link from the address's scheme.
 fn parse_link(text: &str) -> Result<LinkUrl, String> {
     match text.split_once("://") {
         Some(("s3", rest)) => parse_s3(rest),
+        Some(("cwl", rest)) => parse_cwl(rest),
         Some((scheme, _)) => Err(format!(
-            "{scheme}:// is not a link this tunnel knows: give s3://BUCKET/PREFIX"
+            "{scheme}:// is not a link this tunnel knows: give s3://BUCKET/PREFIX or \
+             cwl://LOG_GROUP/STREAM_PREFIX"
         )),
         None => Err(format!(
-            "{text:?} is not an address such as s3://BUCKET/PREFIX"
+            "{text:?} is not an address such as s3://BUCKET/PREFIX or cwl://LOG_GROUP/PREFIX"
         )),
+    }
+}
+
+/// "" or the prefix with one `/` at its end.
+fn slash_prefix(prefix: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
     }
 }
 
@@ -179,14 +227,30 @@ fn parse_s3(rest: &str) -> Result<LinkUrl, String> {
             "{bucket:?} is not a bucket name (3 to 63 lower-case letters, digits, '.' and '-')"
         ));
     }
-    let prefix = prefix.trim_matches('/');
-    Ok(LinkUrl {
+    Ok(LinkUrl::S3 {
         bucket: bucket.to_owned(),
-        prefix: if prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{prefix}/")
-        },
+        prefix: slash_prefix(prefix),
+    })
+}
+
+/// `LOG_GROUP[/STREAM_PREFIX]` of a `cwl://` address: the group is what comes before the first
+/// `/` (so a group whose name holds `/` cannot be named here).
+fn parse_cwl(rest: &str) -> Result<LinkUrl, String> {
+    let (group, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid = (1..=512).contains(&group.len())
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'#'));
+    if !valid {
+        return Err(format!(
+            "{group:?} is not a log group name (1 to 512 letters, digits, '_', '-', '.', '#')"
+        ));
+    }
+    let prefix = slash_prefix(prefix);
+    tunnels::link::cwl::layout::check_prefix(&prefix)?;
+    Ok(LinkUrl::Cwl {
+        group: group.to_owned(),
+        prefix,
     })
 }
 
@@ -332,22 +396,46 @@ fn init_logs() -> Result<(), String> {
 }
 
 fn store_problem(err: &StoreError, link: &LinkUrl, endpoint: Option<&str>) -> String {
-    let endpoint = endpoint.unwrap_or("S3");
-    match err.kind() {
-        StoreErrorKind::NoSuchBucket => format!(
-            "bucket {:?} does not exist at {endpoint} (create it first, or check --region): {err}",
-            link.bucket
-        ),
-        StoreErrorKind::AccessDenied => format!(
-            "access denied listing {link}: check the credentials (--profile, AWS_PROFILE, \
-             AWS_ACCESS_KEY_ID) and that the policy allows s3:ListBucket on the prefix and \
-             s3:GetObject, s3:PutObject, s3:DeleteObject under it (README, \"Deploying on \
-             AWS\"): {err}"
-        ),
-        StoreErrorKind::Unavailable | StoreErrorKind::Throttled => {
-            format!("cannot reach {endpoint} for {link}: {err}")
+    match link {
+        LinkUrl::S3 { bucket, .. } => {
+            let endpoint = endpoint.unwrap_or("S3");
+            match err.kind() {
+                StoreErrorKind::NoSuchBucket => format!(
+                    "bucket {bucket:?} does not exist at {endpoint} (create it first, or check \
+                     --region): {err}"
+                ),
+                StoreErrorKind::AccessDenied => format!(
+                    "access denied listing {link}: check the credentials (--profile, \
+                     AWS_PROFILE, AWS_ACCESS_KEY_ID) and that the policy allows s3:ListBucket \
+                     on the prefix and s3:GetObject, s3:PutObject, s3:DeleteObject under it \
+                     (README, \"Deploying on AWS\"): {err}"
+                ),
+                StoreErrorKind::Unavailable | StoreErrorKind::Throttled => {
+                    format!("cannot reach {endpoint} for {link}: {err}")
+                }
+                _ => format!("checking {link} at {endpoint}: {err}"),
+            }
         }
-        _ => format!("checking {link} at {endpoint}: {err}"),
+        LinkUrl::Cwl { group, .. } => {
+            let endpoint = endpoint.unwrap_or("CloudWatch Logs");
+            match err.kind() {
+                StoreErrorKind::AccessDenied => format!(
+                    "access denied on log group {group:?}: check the credentials (--profile, \
+                     AWS_PROFILE, AWS_ACCESS_KEY_ID) and that the policy allows \
+                     logs:PutLogEvents, logs:GetLogEvents and logs:CreateLogStream on the group \
+                     (and logs:CreateLogGroup, logs:PutRetentionPolicy if it may be missing; \
+                     README, \"CloudWatch Logs: IAM policy\"): {err}"
+                ),
+                StoreErrorKind::NotFound => format!(
+                    "log group {group:?} does not exist at {endpoint} and could not be created \
+                     (check --region, or create it): {err}"
+                ),
+                StoreErrorKind::Unavailable | StoreErrorKind::Throttled => {
+                    format!("cannot reach {endpoint} for {link}: {err}")
+                }
+                _ => format!("checking {link} at {endpoint}: {err}"),
+            }
+        }
     }
 }
 
@@ -384,16 +472,17 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
             args.min, args.max
         ));
     }
+    let read_rate = tunnels::link::cwl::read_rate(args.read_rate).ok_or_else(|| {
+        format!(
+            "--read-rate {} must be a number of calls a second above zero",
+            args.read_rate
+        )
+    })?;
     let me = match args.node_id {
         Some(id) => id,
         None => machine_node_id()?,
     };
-    let network = args.network;
-    let router = Router::new(network, me);
-    let addr = router.addr();
-    if u128::from(network) >> 121 != 0x7e {
-        warn!(%network, "the network is not a unique local address (fc00::/7)");
-    }
+    // Before the link exists: it registers its metrics when it is made.
     if let Some(listen) = args.metrics {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(listen)
@@ -401,25 +490,88 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
             .map_err(|e| format!("serving metrics on {listen}: {e}"))?;
         info!(%listen, "metrics at http://{listen}/metrics");
     }
-
-    let store = S3Store::connect(&S3StoreConfig {
-        bucket: args.link.bucket.clone(),
-        region: args.region.clone(),
-        profile: args.profile.clone(),
-        endpoint_url: args.endpoint_url.clone(),
-        path_style: args.path_style,
-        credentials: None,
-    })
-    .await;
-    if store.region().is_none() {
-        return Err(
-            "no region: give --region, or set AWS_REGION or a region in the profile".into(),
-        );
+    // A new epoch at every start: receivers then expect this node's batches from 0 again.
+    let epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64);
+    let problem = |e: StoreError| store_problem(&e, &args.link, args.endpoint_url.as_deref());
+    let no_region =
+        || "no region: give --region, or set AWS_REGION or a region in the profile".to_owned();
+    match &args.link {
+        LinkUrl::S3 { bucket, prefix } => {
+            let store = S3Store::connect(&S3StoreConfig {
+                bucket: bucket.clone(),
+                region: args.region.clone(),
+                profile: args.profile.clone(),
+                endpoint_url: args.endpoint_url.clone(),
+                path_style: args.path_style,
+                credentials: None,
+            })
+            .await;
+            if store.region().is_none() {
+                return Err(no_region());
+            }
+            store.check(prefix).await.map_err(problem)?;
+            let strategy = match args.strategy.unwrap_or(StrategyArg::Auto) {
+                StrategyArg::Auto => Strategy::Auto,
+                StrategyArg::Probe => Strategy::Probe,
+                StrategyArg::List => Strategy::List,
+            };
+            let link = S3Link::new(
+                store,
+                me,
+                epoch,
+                S3LinkConfig {
+                    prefix: prefix.clone(),
+                    strategy,
+                    ..S3LinkConfig::default()
+                },
+            );
+            run(&args, me, Arc::new(link)).await
+        }
+        LinkUrl::Cwl { group, prefix } => {
+            if args.path_style {
+                return Err("--path-style is for s3:// links".into());
+            }
+            if args.strategy.is_some() {
+                return Err("--strategy is for s3:// links".into());
+            }
+            let store = CwlStore::connect(&CwlStoreConfig {
+                region: args.region.clone(),
+                profile: args.profile.clone(),
+                endpoint_url: args.endpoint_url.clone(),
+                credentials: None,
+            })
+            .await;
+            if store.region().is_none() {
+                return Err(no_region());
+            }
+            let link = CwlLink::new(
+                store,
+                me,
+                epoch,
+                CwlLinkConfig {
+                    group: group.clone(),
+                    prefix: prefix.clone(),
+                    read_rate,
+                    ..CwlLinkConfig::default()
+                },
+            )?;
+            link.check().await.map_err(problem)?;
+            run(&args, me, Arc::new(link)).await
+        }
     }
-    store
-        .check(&args.link.prefix)
-        .await
-        .map_err(|e| store_problem(&e, &args.link, args.endpoint_url.as_deref()))?;
+}
+
+/// The device, the node on `link`, and the loop between them, until a signal or the device
+/// ends.
+async fn run<L: Link>(args: &UpArgs, me: NodeId, link: Arc<L>) -> Result<(), String> {
+    let network = args.network;
+    let router = Router::new(network, me);
+    let addr = router.addr();
+    if u128::from(network) >> 121 != 0x7e {
+        warn!(%network, "the network is not a unique local address (fc00::/7)");
+    }
 
     let tun = Tun::create(&TunConfig {
         name: &args.device,
@@ -448,24 +600,6 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
     }
     let tun = Arc::new(tun);
 
-    // A new epoch at every start: receivers then expect this node's batches from 0 again.
-    let epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_micros() as u64);
-    let link = Arc::new(S3Link::new(
-        store,
-        me,
-        epoch,
-        S3LinkConfig {
-            prefix: args.link.prefix.clone(),
-            strategy: match args.strategy {
-                StrategyArg::Auto => Strategy::Auto,
-                StrategyArg::Probe => Strategy::Probe,
-                StrategyArg::List => Strategy::List,
-            },
-            ..S3LinkConfig::default()
-        },
-    ));
     let config = NodeConfig {
         min_poll: args.min,
         max_poll: args.max,
@@ -600,11 +734,28 @@ mod tests {
 
     #[test]
     fn links_are_parsed_and_checked() {
-        let link = parse_link("s3://my-bucket/tunnel/net1/").unwrap();
-        assert_eq!(link.bucket, "my-bucket");
-        assert_eq!(link.prefix, "tunnel/net1/");
-        assert_eq!(parse_link("s3://my-bucket").unwrap().prefix, "");
-        assert_eq!(parse_link("s3://my-bucket/").unwrap().prefix, "");
+        let s3 = |bucket: &str, prefix: &str| LinkUrl::S3 {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+        };
+        assert_eq!(
+            parse_link("s3://my-bucket/tunnel/net1/"),
+            Ok(s3("my-bucket", "tunnel/net1/"))
+        );
+        assert_eq!(parse_link("s3://my-bucket"), Ok(s3("my-bucket", "")));
+        assert_eq!(parse_link("s3://my-bucket/"), Ok(s3("my-bucket", "")));
+        let cwl = |group: &str, prefix: &str| LinkUrl::Cwl {
+            group: group.into(),
+            prefix: prefix.into(),
+        };
+        assert_eq!(parse_link("cwl://tunnel-net"), Ok(cwl("tunnel-net", "")));
+        assert_eq!(
+            parse_link("cwl://tunnel_net.1/a/b"),
+            Ok(cwl("tunnel_net.1", "a/b/"))
+        );
+        for bad in ["cwl://", "cwl://a b", "cwl://net/a:b", "cwl://net/*"] {
+            assert!(parse_link(bad).is_err(), "{bad}");
+        }
         assert!(
             parse_link("gs://my-bucket/x")
                 .unwrap_err()

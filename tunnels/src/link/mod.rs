@@ -10,6 +10,7 @@
 //! - [`retry`]: backoff with jitter; every attempt counted as the billed call it is.
 //! - [`cost`]: usage by operation (calls and bytes) and the price lists that turn it into dollars.
 //! - [`s3`]: the S3 link (keys, inbox, outbox, the store trait, the AWS store, an in-memory model).
+//! - [`cwl`]: the CloudWatch Logs link (streams, tokens, marks; the same shape as `s3`).
 //! - [`memory`]: a lossless in-process link, for tests of what sits above links.
 //!
 //! # The delivery contract

@@ -1,6 +1,7 @@
 //! The end-to-end harness: two network namespaces, each running `tunnel up` with its own TUN
-//! device and node id, joined by veth pairs to an S3-compatible server (s3s-fs) on the host.
-//! Shared by the end-to-end tests and the measurement run.
+//! device and node id, joined by veth pairs to a server on the host: S3-compatible (s3s-fs, in
+//! the test process) or CloudWatch Logs (`moto_server`). Shared by the end-to-end tests and the
+//! measurement run.
 //!
 //! Needs root (namespaces, veth, TUN), `ip` (iproute2), `ping` (iputils-ping) and `python3`,
 //! which `scripts/test` installs. Everything a `Net` creates (namespaces with their veth and TUN
@@ -19,7 +20,13 @@ use std::time::{Duration, Instant};
 use tunnels::link::s3::S3Store;
 use tunnels::link::s3::local::{self as local_s3, LocalS3};
 
+pub(crate) mod moto;
+
+use moto::Moto;
+
 pub(crate) const BUCKET: &str = "e2e";
+/// The log group of the CloudWatch Logs runs.
+pub(crate) const GROUP: &str = "e2e";
 pub(crate) const PREFIX: &str = "net/";
 /// The tunnel's own network (`tunnel up`'s default).
 pub(crate) const NETWORK: &str = "fd5e:59b8:f71d:9a3e";
@@ -52,9 +59,20 @@ pub(crate) struct Tunnel {
     pub(crate) log: Arc<Mutex<Vec<String>>>,
 }
 
+/// Which service the tunnels go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// S3, served by s3s-fs in this process.
+    S3,
+    /// CloudWatch Logs, served by `moto_server`.
+    Cwl,
+}
+
 /// Two namespaces, their veth pairs to the host, the server, and the two tunnels. Dropping it
 /// removes them all.
 pub(crate) struct Net {
+    pub(crate) backend: Backend,
+    pub(crate) moto: Option<Moto>,
     /// This net's /48 for the veth pairs: `{site}:a::/64` and `{site}:b::/64`.
     site: String,
     namespaces: Vec<String>,
@@ -67,9 +85,18 @@ pub(crate) struct Net {
 }
 
 impl Net {
-    /// Sets up namespaces `a` and `b` and the server; `k` tells this test's apart from the
-    /// others running at once.
+    /// Sets up namespaces `a` and `b` and an S3-compatible server; `k` tells this test's apart
+    /// from the others running at once.
     pub(crate) fn new(k: u16) -> Net {
+        Net::with(k, Backend::S3)
+    }
+
+    /// The same, with CloudWatch Logs (`moto_server`) for the server.
+    pub(crate) fn new_cwl(k: u16) -> Net {
+        Net::with(k, Backend::Cwl)
+    }
+
+    fn with(k: u16, backend: Backend) -> Net {
         let euid = String::from_utf8(run("id", &["-u"]).stdout).unwrap();
         assert_eq!(
             euid.trim(),
@@ -87,6 +114,8 @@ impl Net {
         // Host side fd7e:<pid>:<k>:<side>::1, namespace side ::2.
         let site = format!("fd7e:{:x}:{k:x}", pid % 0xffff);
         let mut net = Net {
+            backend,
+            moto: None,
             site: site.clone(),
             namespaces: Vec::new(),
             host_links: Vec::new(),
@@ -151,9 +180,18 @@ impl Net {
             );
         }
         let server_ip: Ipv6Addr = format!("{site}:a::1").parse().unwrap();
-        net.start_server(SocketAddr::from((server_ip, 0)));
-        net.server_addr = net.server.as_ref().unwrap().addr();
-        net.server.as_ref().unwrap().create_bucket(BUCKET).unwrap();
+        match backend {
+            Backend::S3 => {
+                net.start_server(SocketAddr::from((server_ip, 0)));
+                net.server_addr = net.server.as_ref().unwrap().addr();
+                net.server.as_ref().unwrap().create_bucket(BUCKET).unwrap();
+            }
+            Backend::Cwl => {
+                let moto = Moto::start(server_ip.into());
+                net.server_addr = moto.addr();
+                net.moto = Some(moto);
+            }
+        }
         net
     }
 
@@ -190,7 +228,16 @@ impl Net {
     /// Starts `tunnel up` in namespace `side` as node `id`, and waits until it is up.
     pub(crate) fn up(&mut self, side: usize, id: u64, extra: &[&str]) {
         let endpoint = format!("http://{}", self.server_addr);
-        let link = format!("s3://{BUCKET}/{PREFIX}");
+        let (link, keys) = match self.backend {
+            Backend::S3 => (
+                format!("s3://{BUCKET}/{PREFIX}"),
+                (local_s3::ACCESS_KEY, local_s3::SECRET_KEY),
+            ),
+            Backend::Cwl => (
+                format!("cwl://{GROUP}/{PREFIX}"),
+                (moto::ACCESS_KEY, moto::SECRET_KEY),
+            ),
+        };
         let node_id = format!("{id:x}");
         let metrics = self.metrics_addr(side).to_string();
         let mut args = vec![
@@ -205,7 +252,6 @@ impl Net {
             &node_id,
             "--endpoint-url",
             &endpoint,
-            "--path-style",
             "--region",
             "us-east-1",
             "--device",
@@ -213,11 +259,14 @@ impl Net {
             "--metrics",
             &metrics,
         ];
+        if self.backend == Backend::S3 {
+            args.push("--path-style");
+        }
         args.extend_from_slice(extra);
         let mut child = Command::new("ip")
             .args(&args)
-            .env("AWS_ACCESS_KEY_ID", local_s3::ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", local_s3::SECRET_KEY)
+            .env("AWS_ACCESS_KEY_ID", keys.0)
+            .env("AWS_SECRET_ACCESS_KEY", keys.1)
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("RUST_LOG", "info,tunnels=debug")
             .stdin(Stdio::null())
@@ -314,6 +363,7 @@ impl Drop for Net {
         if let Some(server) = self.server.take() {
             server.stop();
         }
+        self.moto = None;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

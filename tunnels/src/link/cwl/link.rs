@@ -315,16 +315,19 @@ impl<S: LogStore> CwlLink<S> {
     /// message; [`StoreErrorKind::NotFound`] means the group is missing and could not be
     /// created; [`StoreErrorKind::Unavailable`], the service could not be reached.
     pub async fn check(&self) -> Result<(), StoreError> {
-        match self.ensure_group().await {
-            Ok(()) => {}
+        let created = match self.ensure_group().await {
+            Ok(()) => true,
             // A group made by someone else, with a policy that lets nodes use it only.
-            Err(e) if e.kind() == StoreErrorKind::AccessDenied => tracing::warn!(
-                group = %self.config.group,
-                error = %e,
-                "may not create the log group or set its retention; using it as it is"
-            ),
+            Err(e) if e.kind() == StoreErrorKind::AccessDenied => {
+                tracing::warn!(
+                    group = %self.config.group,
+                    error = %e,
+                    "may not create the log group or set its retention; using it as it is"
+                );
+                false
+            }
             Err(e) => return Err(e),
-        }
+        };
         let mark = super::layout::mark_stream(&self.config.prefix, self.me);
         match self
             .store
@@ -337,10 +340,9 @@ impl<S: LogStore> CwlLink<S> {
             .await
         {
             Ok(_) => Ok(()),
-            // The stream, not the group: nothing was received yet.
-            Err(e) if e.kind() == StoreErrorKind::NotFound && !e.to_string().contains("group") => {
-                Ok(())
-            }
+            // The group exists (it was just created, or found): the stream is missing, as it
+            // is until this node first receives. (Services word this answer differently.)
+            Err(e) if e.kind() == StoreErrorKind::NotFound && created => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -1,0 +1,116 @@
+//! `moto_server` (PyPI `moto[server]`, installed into `.venv` by `scripts/test`): CloudWatch
+//! Logs on a local port, for the tests that need the real service's API through the real AWS
+//! SDK. A test whose server cannot be started fails; it does not skip.
+
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tunnels::link::cwl::{CwlStore, CwlStoreConfig};
+
+/// The credentials moto takes (any).
+pub(crate) const ACCESS_KEY: &str = "testing";
+pub(crate) const SECRET_KEY: &str = "testing";
+
+/// A `moto_server` process, killed when dropped.
+pub(crate) struct Moto {
+    child: Child,
+    addr: SocketAddr,
+}
+
+/// Where `scripts/test` installs it.
+fn moto_server() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test, which installs moto[server] into .venv",
+        path.display()
+    );
+    path
+}
+
+impl Moto {
+    /// Starts a server on a free port of `host` and waits until it answers.
+    pub(crate) fn start(host: IpAddr) -> Moto {
+        let port = TcpListener::bind((host, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = SocketAddr::new(host, port);
+        let child = Command::new(moto_server())
+            .args(["-H", &host.to_string(), "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto_server");
+        let moto = Moto { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start on {addr}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+
+    /// Where it listens.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://host:port`.
+    pub(crate) fn endpoint_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A store on this server, with its credentials and region us-east-1.
+    pub(crate) async fn store(&self) -> CwlStore {
+        CwlStore::connect(&CwlStoreConfig {
+            region: Some("us-east-1".into()),
+            profile: None,
+            endpoint_url: Some(self.endpoint_url()),
+            credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into())),
+        })
+        .await
+    }
+
+    /// Stops the server answering (SIGSTOP), as a service that is down; its state stays.
+    pub(crate) fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets it answer again (SIGCONT).
+    pub(crate) fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{name} moto_server");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.resume_quietly();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    fn resume_quietly(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+}
