@@ -4,91 +4,25 @@
 //! What is asserted is what the link relies on and what CloudWatch Logs documents; where
 //! `moto_server` differs from the service, the test says so and asserts what both do.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
-use tunnels::Link;
-use tunnels::link::StoreErrorKind;
+use tunnels::link::cwl::limits::CLASSIC_EVENT_BYTES;
 use tunnels::link::cwl::{
-    CwlLink, CwlLinkConfig, CwlStore, CwlStoreConfig, LogEvent, LogPage, LogStore, ReadFrom,
+    CwlLink, CwlLinkConfig, CwlStore, CwlStoreConfig, FilterPage, LogEvent, LogPage, LogStore,
+    ReadFrom, check_put,
 };
+use tunnels::link::{StoreError, StoreErrorKind};
+use tunnels::{Link, Received};
 
-/// `moto_server`: `$MOTO_SERVER`, from `.venv` (where `scripts/test` installs it), or `PATH`.
-fn moto_server() -> PathBuf {
-    if let Some(path) = std::env::var_os("MOTO_SERVER") {
-        return PathBuf::from(path);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
-    if venv.exists() {
-        return venv;
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("moto_server"))
-        .find(|candidate| candidate.exists());
-    on_path.unwrap_or_else(|| {
-        panic!(
-            "moto_server not found: run scripts/test, which installs it into .venv, or set \
-             MOTO_SERVER"
-        )
-    })
-}
+mod e2e;
 
-/// A `moto_server` on a free loopback port, killed when dropped.
-struct Moto {
-    child: tokio::process::Child,
-    /// `http://127.0.0.1:{port}`.
-    endpoint: String,
-}
+use e2e::moto::Moto;
 
-impl Moto {
-    /// Starts a server and waits until it accepts connections.
-    async fn start() -> Moto {
-        let port = free_port();
-        let child = tokio::process::Command::new(moto_server())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("moto_server starts");
-        for _ in 0..300 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Moto {
-                    child,
-                    endpoint: format!("http://127.0.0.1:{port}"),
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("moto_server did not listen on port {port} within 30 s");
-    }
-
-    /// A store on this server: dummy credentials, us-east-1.
-    async fn store(&self) -> CwlStore {
-        store_at(&self.endpoint).await
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 async fn store_at(endpoint: &str) -> CwlStore {
     CwlStore::connect(&CwlStoreConfig {
@@ -127,7 +61,7 @@ async fn stream(store: &CwlStore, group: &str, stream: &str) {
 
 #[tokio::test]
 async fn creating_twice_is_success_and_retention_is_set() {
-    let moto = Moto::start().await;
+    let moto = Moto::start(LOOPBACK);
     let store = moto.store().await;
     assert_eq!(store.region(), Some("us-east-1"));
     store.create_group("net").await.unwrap();
@@ -157,7 +91,7 @@ async fn creating_twice_is_success_and_retention_is_set() {
 
 #[tokio::test]
 async fn events_come_back_in_order_and_a_token_at_the_end_stays() {
-    let moto = Moto::start().await;
+    let moto = Moto::start(LOOPBACK);
     let store = moto.store().await;
     stream(&store, "net", "s").await;
     let t = now_ms();
@@ -231,7 +165,7 @@ async fn events_come_back_in_order_and_a_token_at_the_end_stays() {
 
 #[tokio::test]
 async fn the_tail_with_a_limit_of_one_is_the_newest_event() {
-    let moto = Moto::start().await;
+    let moto = Moto::start(LOOPBACK);
     let store = moto.store().await;
     stream(&store, "net", "mark").await;
     let t = now_ms();
@@ -258,7 +192,7 @@ async fn the_tail_with_a_limit_of_one_is_the_newest_event() {
 /// stream with one writer relies on).
 #[tokio::test]
 async fn events_in_one_millisecond_keep_their_order_and_tokens_step_through_them() {
-    let moto = Moto::start().await;
+    let moto = Moto::start(LOOPBACK);
     let store = moto.store().await;
     stream(&store, "net", "s").await;
     let t = now_ms();
@@ -308,7 +242,7 @@ async fn events_in_one_millisecond_keep_their_order_and_tokens_step_through_them
 /// the stream sorted by time).
 #[tokio::test]
 async fn an_older_event_put_after_a_token_read_is_in_time_order() {
-    let moto = Moto::start().await;
+    let moto = Moto::start(LOOPBACK);
     let store = moto.store().await;
     stream(&store, "net", "s").await;
     let t = now_ms();
@@ -345,7 +279,7 @@ async fn an_older_event_put_after_a_token_read_is_in_time_order() {
 /// "The specified log group does not exist.", so only the kind is asserted.
 #[tokio::test]
 async fn a_missing_stream_or_group_is_not_found() {
-    let moto = Moto::start().await;
+    let moto = Moto::start(LOOPBACK);
     let store = moto.store().await;
     store.create_group("net").await.unwrap();
     let put = store
@@ -379,7 +313,7 @@ async fn a_missing_stream_or_group_is_not_found() {
 
 #[tokio::test]
 async fn an_invalid_token_is_a_bad_request() {
-    let moto = Moto::start().await;
+    let moto = Moto::start(LOOPBACK);
     let store = moto.store().await;
     stream(&store, "net", "s").await;
     store
@@ -400,7 +334,13 @@ async fn an_invalid_token_is_a_bad_request() {
 
 #[tokio::test]
 async fn nothing_listening_is_unavailable() {
-    let store = store_at(&format!("http://127.0.0.1:{}", free_port())).await;
+    // A port that was free a moment ago.
+    let port = std::net::TcpListener::bind((LOOPBACK, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = store_at(&format!("http://127.0.0.1:{port}")).await;
     let err = store
         .get_events("net", "s", ReadFrom::Tail, Some(1))
         .await
@@ -412,31 +352,202 @@ async fn nothing_listening_is_unavailable() {
     assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err}");
 }
 
-/// The link over the store: what one node sends, the other receives, once.
-#[tokio::test]
-async fn the_link_delivers_over_the_store() {
-    let moto = Moto::start().await;
-    let store = moto.store().await;
+/// The store as the link uses it, with every PutLogEvents checked against the service's limits
+/// (moto enforces none of them) and throttling injected on demand.
+#[derive(Debug, Clone)]
+struct Checked {
+    inner: CwlStore,
+    /// Every limit a call broke.
+    broken: Arc<Mutex<Vec<String>>>,
+    /// PutLogEvents calls, and their events.
+    puts: Arc<Mutex<Vec<usize>>>,
+    /// The next so many calls are throttled.
+    throttle: Arc<AtomicU32>,
+}
+
+impl Checked {
+    fn new(inner: CwlStore) -> Checked {
+        Checked {
+            inner,
+            broken: Arc::default(),
+            puts: Arc::default(),
+            throttle: Arc::default(),
+        }
+    }
+
+    fn throttled(&self) -> Result<(), StoreError> {
+        let left = self.throttle.load(Ordering::SeqCst);
+        if left > 0 {
+            self.throttle.store(left - 1, Ordering::SeqCst);
+            return Err(StoreError::new(
+                StoreErrorKind::Throttled,
+                "ThrottlingException: Rate exceeded (injected)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl LogStore for Checked {
+    async fn create_group(&self, group: &str) -> Result<(), StoreError> {
+        self.inner.create_group(group).await
+    }
+
+    async fn set_retention(&self, group: &str, days: u32) -> Result<(), StoreError> {
+        self.inner.set_retention(group, days).await
+    }
+
+    async fn create_stream(&self, group: &str, stream: &str) -> Result<(), StoreError> {
+        self.inner.create_stream(group, stream).await
+    }
+
+    async fn put_events(
+        &self,
+        group: &str,
+        stream: &str,
+        events: &[LogEvent],
+    ) -> Result<(), StoreError> {
+        self.throttled()?;
+        if let Err(e) = check_put(events, CLASSIC_EVENT_BYTES, now_ms()) {
+            self.broken.lock().unwrap().push(e.to_string());
+        }
+        self.puts.lock().unwrap().push(events.len());
+        self.inner.put_events(group, stream, events).await
+    }
+
+    async fn get_events(
+        &self,
+        group: &str,
+        stream: &str,
+        from: ReadFrom<'_>,
+        limit: Option<u32>,
+    ) -> Result<LogPage, StoreError> {
+        self.throttled()?;
+        self.inner.get_events(group, stream, from, limit).await
+    }
+
+    async fn filter_events(
+        &self,
+        group: &str,
+        stream_prefix: &str,
+        start_time: i64,
+        token: Option<&str>,
+    ) -> Result<FilterPage, StoreError> {
+        self.inner
+            .filter_events(group, stream_prefix, start_time, token)
+            .await
+    }
+}
+
+fn link(store: &Checked, me: u64, epoch: u64) -> CwlLink<Checked> {
     let config = CwlLinkConfig {
         group: "net".into(),
         prefix: "t/".into(),
         ..CwlLinkConfig::default()
     };
-    let a = CwlLink::new(store.clone(), 0xa, 1, config.clone()).unwrap();
-    let b = CwlLink::new(store, 0xb, 1, config).unwrap();
-    let frames = [Bytes::from_static(b"hello"), Bytes::from(vec![1u8; 1_400])];
-    a.send(0xb, &frames).await.unwrap();
-    a.send(0xb, &frames[..1]).await.unwrap();
+    CwlLink::new(store.clone(), me, epoch, config).unwrap()
+}
+
+/// Polls `link` until it delivered `n` batches, or ten seconds passed.
+async fn poll_for(link: &CwlLink<Checked>, n: usize) -> Vec<Received> {
     let mut got = Vec::new();
-    for _ in 0..50 {
-        got.extend(b.poll().await.unwrap_or_default());
-        if got.len() >= 2 {
+    for _ in 0..100 {
+        got.extend(link.poll().await.unwrap_or_default());
+        if got.len() >= n {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(got.len(), 2, "{got:?}");
-    assert_eq!(got[0].frames, frames);
-    assert_eq!(got[1].frames, frames[..1]);
-    assert!(b.poll().await.unwrap().is_empty());
+    got
+}
+
+/// The link over moto: small and full sends arrive once, in order, every call within the
+/// service's limits.
+#[tokio::test]
+async fn the_link_delivers_over_moto_within_the_limits() {
+    let moto = Moto::start(LOOPBACK);
+    let store = Checked::new(moto.store().await);
+    let (a, b) = (link(&store, 0xa, 1), link(&store, 0xb, 1));
+    b.check().await.unwrap();
+    let small = [Bytes::from_static(b"hello"), Bytes::from(vec![1u8; 1_400])];
+    a.send(0xb, &small).await.unwrap();
+    // As much as one send may carry, in 1,400-byte frames: four events of 256 KB, one call.
+    let n = a.limits().max_bundle_bytes() / (1_400 + tunnels::wire::FRAME_OVERHEAD);
+    let full: Vec<Bytes> = (0..n).map(|i| Bytes::from(vec![i as u8; 1_400])).collect();
+    a.send(0xb, &full).await.unwrap();
+    a.send(0xb, &small[..1]).await.unwrap();
+    let got = poll_for(&b, 3).await;
+    let frames: Vec<Bytes> = got.iter().flat_map(|r| r.frames.clone()).collect();
+    let expected: Vec<Bytes> = small
+        .iter()
+        .chain(&full)
+        .chain(&small[..1])
+        .cloned()
+        .collect();
+    assert_eq!(frames, expected);
+    assert!(b.poll().await.unwrap().is_empty(), "each batch once");
+    assert!(
+        store.broken.lock().unwrap().is_empty(),
+        "{:?}",
+        store.broken
+    );
+    assert!(
+        store.puts.lock().unwrap().iter().any(|&events| events > 1),
+        "a full send packs several events into one call: {:?}",
+        store.puts
+    );
+}
+
+/// A sender that restarts starts a new epoch in the same stream; a receiver that restarts
+/// resumes from its mark and delivers nothing twice.
+#[tokio::test]
+async fn restarts_over_moto_deliver_everything_once() {
+    let moto = Moto::start(LOOPBACK);
+    let store = Checked::new(moto.store().await);
+    let b = link(&store, 0xb, 1);
+    link(&store, 0xa, 1)
+        .send(0xb, &[Bytes::from_static(b"first life")])
+        .await
+        .unwrap();
+    let a = link(&store, 0xa, 2);
+    a.send(0xb, &[Bytes::from_static(b"second life")])
+        .await
+        .unwrap();
+    let got = poll_for(&b, 2).await;
+    let epochs: Vec<(u64, u64)> = got.iter().map(|r| (r.epoch, r.seq)).collect();
+    assert_eq!(epochs, [(1, 0), (2, 0)]);
+    drop(b);
+    a.send(0xb, &[Bytes::from_static(b"while b was down")])
+        .await
+        .unwrap();
+    let b = link(&store, 0xb, 2);
+    let got = poll_for(&b, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].frames, [Bytes::from_static(b"while b was down")]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(b.poll().await.unwrap().is_empty(), "nothing again");
+    assert_eq!(b.stats().lost.load(Ordering::Relaxed), 0);
+    assert!(
+        store.broken.lock().unwrap().is_empty(),
+        "{:?}",
+        store.broken
+    );
+}
+
+/// Throttled writes are retried; a throttled read ends the poll and the next one reads on.
+#[tokio::test]
+async fn throttling_over_moto_loses_nothing() {
+    let moto = Moto::start(LOOPBACK);
+    let store = Checked::new(moto.store().await);
+    let (a, b) = (link(&store, 0xa, 1), link(&store, 0xb, 1));
+    a.send(0xb, &[Bytes::from_static(b"x")]).await.unwrap();
+    store.throttle.store(2, Ordering::SeqCst);
+    a.send(0xb, &[Bytes::from_static(b"y")]).await.unwrap();
+    assert_eq!(a.stats().retries.load(Ordering::Relaxed), 2);
+    store.throttle.store(1, Ordering::SeqCst);
+    let err = b.poll().await.unwrap_err();
+    assert!(err.to_string().contains("throttled"), "{err}");
+    let got = poll_for(&b, 2).await;
+    let frames: Vec<Bytes> = got.iter().flat_map(|r| r.frames.clone()).collect();
+    assert_eq!(frames, [Bytes::from_static(b"x"), Bytes::from_static(b"y")]);
 }
