@@ -4,9 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use tunnels::link::s3::Call;
-
-use crate::sim::{Outcome, Policy};
+use crate::sim::{LinkKind, Outcome, Policy};
 
 /// A budget check: what, whether it held, and the figures behind it.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,27 +34,49 @@ fn dollars(x: f64) -> String {
     }
 }
 
+/// The operations of the outcomes' links, in the order they first appear: the table's call
+/// columns (an operation no run made is left out).
+fn operations(outcomes: &[Outcome]) -> Vec<&'static str> {
+    let mut ops: Vec<&'static str> = Vec::new();
+    for o in outcomes {
+        for (op, usage) in o.calls.iter() {
+            let always = matches!(op, "put" | "get" | "list" | "delete");
+            if (always || usage.calls > 0) && !ops.contains(&op) {
+                ops.push(op);
+            }
+        }
+    }
+    ops
+}
+
 /// The table of outcomes, as Markdown (which also reads well in a terminal).
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::new();
-    let calls: Vec<String> = Call::ALL
-        .iter()
-        .map(|c| c.as_str().to_uppercase())
-        .collect();
+    let ops = operations(outcomes);
+    let calls: Vec<String> = ops.iter().map(|op| op.to_uppercase()).collect();
+    let cwl = outcomes.iter().any(|o| o.link == LinkKind::Cwl);
+    let extra = if cwl { " | throttled" } else { "" };
     let _ = writeln!(
         out,
-        "| trace | policy | {} | $/node/day | $/GiB | delivered | p50 | p99 | max |",
+        "| trace | policy | {} | $/node/day | $/GiB | delivered | p50 | p99 | max{extra} |",
         calls.join(" | ")
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let columns = ops.len() + 8 + usize::from(cwl);
+    let _ = writeln!(out, "|{}", "---|".repeat(columns));
     for o in outcomes {
+        let extra = if cwl {
+            format!(" | {}", o.throttled)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {}/{} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {}/{} | {} | {} | {}{extra} |",
             o.trace,
             o.policy.name(),
-            Call::ALL
-                .map(|kind| o.calls.calls(kind.as_str()).to_string())
+            ops.iter()
+                .map(|op| o.calls.calls(op).to_string())
+                .collect::<Vec<_>>()
                 .join(" | "),
             dollars(o.per_node_day()),
             o.per_gib().map_or_else(|| "-".into(), dollars),
@@ -136,6 +156,93 @@ pub fn checks(outcomes: &[Outcome]) -> Vec<Check> {
     checks
 }
 
+/// The budgets of the default policy over CloudWatch Logs ([`Policy::Adaptive`] against the
+/// seed's [`Policy::Linklayer`]), for the traces that were run, with a node's read rate.
+pub fn checks_cwl(outcomes: &[Outcome], read_rate: cardio::Budget) -> Vec<Check> {
+    let ours = Policy::Adaptive;
+    let mut checks = Vec::new();
+    if let Some(idle) = find(outcomes, "idle", ours) {
+        let reads = idle.reads_per_node_day();
+        checks.push(Check {
+            what: "idle: at most 2,000 read calls a day per node".into(),
+            pass: reads <= 2_000.0,
+            detail: format!("{reads:.0} reads"),
+        });
+        let cost = idle.per_node_day();
+        checks.push(Check {
+            what: "idle: at most $0.001 a day per node".into(),
+            pass: cost <= 0.001,
+            detail: dollars(cost),
+        });
+    }
+    if let Some(bulk) = find(outcomes, "bulk", ours) {
+        let per_gib = bulk.per_gib().unwrap_or(f64::INFINITY);
+        checks.push(Check {
+            what: "bulk: at most $0.70 per GiB of payload".into(),
+            pass: per_gib <= 0.70,
+            detail: dollars(per_gib),
+        });
+        if let Some(seed) = find(outcomes, "bulk", Policy::Linklayer) {
+            let times = bulk.throughput() / seed.throughput().max(1e-9);
+            checks.push(Check {
+                what: "bulk: at least 100x linklayer's throughput".into(),
+                pass: times >= 100.0,
+                detail: format!(
+                    "{times:.0}x ({:.2} MB/s against {:.4} MB/s)",
+                    bulk.throughput() / 1e6,
+                    seed.throughput() / 1e6
+                ),
+            });
+        }
+    }
+    for trace in ["ping", "ssh", "web"] {
+        let (Some(o), Some(seed)) = (
+            find(outcomes, trace, ours),
+            find(outcomes, trace, Policy::Linklayer),
+        ) else {
+            continue;
+        };
+        let (ours_p99, theirs) = (o.latency(0.99), seed.latency(0.99));
+        checks.push(Check {
+            what: format!("{trace}: p99 latency no worse than linklayer's"),
+            pass: ours_p99 <= theirs,
+            detail: format!("{} against {}", ms(ours_p99), ms(theirs)),
+        });
+    }
+    let per_second = f64::from(read_rate.beats().get()) / read_rate.per().as_secs_f64();
+    for o in outcomes.iter().filter(|o| o.policy == ours) {
+        // What the rate allows over the whole run, its burst included, against what the
+        // busier node read (the two share the reads about evenly; each is held to its own).
+        let allowed = per_second * o.elapsed.as_secs_f64() + f64::from(read_rate.burst().get());
+        let reads = o.reads() as f64 / 2.0;
+        checks.push(Check {
+            what: format!("{}: reads within the node's read rate", o.trace),
+            pass: reads <= allowed,
+            detail: format!(
+                "{reads:.0} a node in {:.0} s, {allowed:.0} allowed at {per_second}/s",
+                o.elapsed.as_secs_f64()
+            ),
+        });
+        checks.push(Check {
+            what: format!("{}: no packet lost", o.trace),
+            pass: o.lost() == 0,
+            detail: format!("{} of {} delivered", o.delivered, o.sent),
+        });
+    }
+    for o in outcomes {
+        checks.push(Check {
+            what: format!(
+                "{} under {}: no PutLogEvents refused for the service's limits",
+                o.trace,
+                o.policy.name()
+            ),
+            pass: o.refused == 0,
+            detail: format!("{} refused", o.refused),
+        });
+    }
+    checks
+}
+
 /// The checks as PASS/FAIL lines.
 pub fn check_lines(checks: &[Check]) -> String {
     let mut out = String::new();
@@ -149,8 +256,14 @@ pub fn check_lines(checks: &[Check]) -> String {
 /// The whole report as Markdown.
 pub fn markdown(outcomes: &[Outcome], checks: &[Check]) -> String {
     let mut out = String::from("# Cost simulation\n\n");
-    out.push_str("Request costs on S3 Standard (us-east-1) and one-way added latency, ");
-    out.push_str("both nodes together; `$/node/day` scales the trace to a day.\n\n");
+    if outcomes.iter().any(|o| o.link == LinkKind::Cwl) {
+        out.push_str("Costs on CloudWatch Logs Standard (us-east-1: ingestion, no charge per ");
+        out.push_str("call) and one-way added latency, both nodes together; `$/node/day` ");
+        out.push_str("scales the trace to a day.\n\n");
+    } else {
+        out.push_str("Request costs on S3 Standard (us-east-1) and one-way added latency, ");
+        out.push_str("both nodes together; `$/node/day` scales the trace to a day.\n\n");
+    }
     out.push_str(&table(outcomes));
     out.push_str("\n## Budgets of the default policy (adaptive)\n\n```text\n");
     out.push_str(&check_lines(checks));
@@ -192,6 +305,7 @@ pub fn svg(outcomes: &[Outcome]) -> String {
         Policy::Fixed => "#ff7f0e",
         Policy::Adaptive => "#2ca02c",
         Policy::AdaptiveBudget => "#1f77b4",
+        Policy::Linklayer => "#9467bd",
     };
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
@@ -247,7 +361,8 @@ pub fn svg(outcomes: &[Outcome]) -> String {
             o.trace
         );
     }
-    for (i, p) in Policy::ALL.iter().enumerate() {
+    let link = outcomes.first().map_or(LinkKind::S3, |o| o.link);
+    for (i, p) in Policy::of(link).iter().enumerate() {
         let y = top + 20.0 + i as f64 * 20.0;
         let x = w - right + 20.0;
         let _ = writeln!(

@@ -1,6 +1,7 @@
-//! The simulation: two nodes, each a real `tunnels::Node` (cardio, bundler, wire, S3 link) over
-//! one in-memory store with S3's latency and prices, on Tokio's paused clock. A simulated day
-//! takes seconds, and every call is counted as S3 would bill it.
+//! The simulation: two nodes, each a real `tunnels::Node` (cardio, bundler, wire, and the S3 or
+//! the CloudWatch Logs link) over one in-memory service with its latency, limits and prices, on
+//! Tokio's paused clock. A simulated day takes seconds, and every call is counted as the
+//! service would bill it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,7 +10,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 use tunnels::link::Usage;
+use tunnels::link::cwl::{CwlLink, CwlLinkConfig, LogsModel, MemoryLogs, ReadMode};
 use tunnels::link::s3::{LatencyModel, MemoryStore, S3Link, S3LinkConfig, Strategy};
+use tunnels::wire::text::TextEncoding;
 use tunnels::{Link, Node, NodeConfig, Received};
 
 use crate::traces::{Reply, Side, Trace};
@@ -25,6 +28,9 @@ pub enum Policy {
     Adaptive,
     /// Ours with a budget of polls: a hard ceiling on what an idle or busy node spends.
     AdaptiveBudget,
+    /// The seed of the CloudWatch Logs tunnel (Richard Linklayer): one frame per PutLogEvents
+    /// call, at most one call per 200 ms, FilterLogEvents every 250 ms, base64.
+    Linklayer,
 }
 
 impl Policy {
@@ -36,6 +42,9 @@ impl Policy {
         Policy::AdaptiveBudget,
     ];
 
+    /// The policies of a run over CloudWatch Logs, in report order.
+    pub const CWL: [Policy; 2] = [Policy::Linklayer, Policy::Adaptive];
+
     /// The name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -43,12 +52,62 @@ impl Policy {
             Policy::Fixed => "fixed",
             Policy::Adaptive => "adaptive",
             Policy::AdaptiveBudget => "adaptive+budget",
+            Policy::Linklayer => "linklayer",
         }
     }
 
     /// The policy named `name`.
     pub fn from_name(name: &str) -> Option<Policy> {
-        Policy::ALL.into_iter().find(|p| p.name() == name)
+        Policy::ALL
+            .into_iter()
+            .chain([Policy::Linklayer])
+            .find(|p| p.name() == name)
+    }
+
+    /// The policies a link runs.
+    pub fn of(link: LinkKind) -> &'static [Policy] {
+        match link {
+            LinkKind::S3 => &Policy::ALL,
+            LinkKind::Cwl => &Policy::CWL,
+        }
+    }
+
+    /// The node and link settings of the policy over CloudWatch Logs; `None` for a policy that
+    /// is S3's only.
+    pub fn cwl_configs(self) -> Option<(NodeConfig, CwlLinkConfig)> {
+        match self {
+            Policy::Adaptive => Some((NodeConfig::default(), CwlLinkConfig::default())),
+            Policy::Linklayer => {
+                let one = std::num::NonZeroU32::MIN;
+                Some((
+                    NodeConfig {
+                        min_poll: Duration::from_millis(250),
+                        max_poll: Duration::from_millis(250),
+                        send_delay: Duration::ZERO,
+                        frames_per_send: 1,
+                        // A call per 200 ms tick, at most.
+                        send_budget: Some(
+                            cardio::Budget::new(
+                                std::num::NonZeroU32::new(5).expect("nonzero"),
+                                Duration::from_secs(1),
+                            )
+                            .with_burst(one),
+                        ),
+                        ..NodeConfig::default()
+                    },
+                    CwlLinkConfig {
+                        encoding: TextEncoding::Base64,
+                        read: ReadMode::Filter,
+                        // The seed has no bell, and reads as often as it likes (the account's
+                        // quota of 5 filter calls a second throttles it).
+                        ring_every: Duration::from_secs(u32::MAX.into()),
+                        read_rate: tunnels::link::cwl::read_rate(1_000.0).expect("a rate"),
+                        ..CwlLinkConfig::default()
+                    },
+                ))
+            }
+            _ => None,
+        }
     }
 
     /// The node and link settings of the policy.
@@ -86,6 +145,28 @@ impl Policy {
                 },
                 S3LinkConfig::default(),
             ),
+            // Not an S3 policy; as close as S3 gets: one object per packet.
+            Policy::Linklayer => Policy::Hoshino.configs(),
+        }
+    }
+}
+
+/// Which service a run goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LinkKind {
+    /// S3 Standard (`MemoryStore`).
+    #[default]
+    S3,
+    /// CloudWatch Logs Standard (`MemoryLogs`).
+    Cwl,
+}
+
+impl LinkKind {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkKind::S3 => "s3",
+            LinkKind::Cwl => "cwl",
         }
     }
 }
@@ -111,6 +192,16 @@ pub struct Outcome {
     pub bytes: u64,
     /// One-way added latency of each delivered packet, sorted.
     pub latencies: Vec<Duration>,
+    /// From the first send to the last delivery.
+    pub span: Duration,
+    /// How long the run lasted, stragglers included (at least the trace's duration).
+    pub elapsed: Duration,
+    /// The link the run went through.
+    pub link: LinkKind,
+    /// Calls the service refused for breaking its limits (CloudWatch Logs' PutLogEvents).
+    pub refused: usize,
+    /// Calls the service throttled (the account's quotas).
+    pub throttled: u64,
 }
 
 impl Outcome {
@@ -132,6 +223,21 @@ impl Outcome {
     /// Packets sent and never delivered.
     pub fn lost(&self) -> u64 {
         self.sent - self.delivered
+    }
+
+    /// Bytes delivered per second, from the first send to the last delivery.
+    pub fn throughput(&self) -> f64 {
+        self.bytes as f64 / self.span.as_secs_f64().max(1e-3)
+    }
+
+    /// Read calls (GetLogEvents and FilterLogEvents) of both nodes.
+    pub fn reads(&self) -> u64 {
+        self.calls.calls("get_log_events") + self.calls.calls("filter_log_events")
+    }
+
+    /// Read calls per node per day.
+    pub fn reads_per_node_day(&self) -> f64 {
+        self.reads() as f64 / 2.0 * 86_400.0 / self.duration.as_secs_f64()
     }
 
     /// The latency at quantile `q` (0 to 1), if any packet was delivered.
@@ -205,6 +311,46 @@ pub fn run_on(trace: &Trace, policy: Policy, latency: LatencyModel) -> Outcome {
     paused(simulate(trace, policy, node, link, latency))
 }
 
+/// Runs `trace` under `policy` over an in-memory CloudWatch Logs under `model` (its limits,
+/// quotas and latency), on a paused clock of its own. Under `linklayer`, a run stops offering
+/// packets ten minutes after the trace's end (what was not offered counts as sent and not
+/// delivered): the seed's design would take days to send a bulk trace.
+///
+/// # Panics
+///
+/// Panics if `policy` has no CloudWatch Logs settings (see [`Policy::CWL`]) or the runtime
+/// cannot be built.
+pub fn run_cwl(trace: &Trace, policy: Policy, model: LogsModel) -> Outcome {
+    let (node_config, link_config) = policy
+        .cwl_configs()
+        .unwrap_or_else(|| panic!("{} is not a CloudWatch Logs policy", policy.name()));
+    paused(async {
+        let logs = MemoryLogs::new(model, 42);
+        let link = |me| {
+            Arc::new(
+                CwlLink::new(logs.clone(), me, 1, link_config.clone()).expect("valid settings"),
+            )
+        };
+        let mut outcome = drive(
+            trace,
+            policy,
+            node_config,
+            (link(NODE_A), link(NODE_B)),
+            // The seed's design would take days to offer a bulk trace; ours is given its time.
+            Some(if policy == Policy::Linklayer {
+                Duration::from_secs(600)
+            } else {
+                Duration::from_secs(86_400)
+            }),
+        )
+        .await;
+        outcome.link = LinkKind::Cwl;
+        outcome.refused = logs.refused().len();
+        outcome.throttled = logs.throttled();
+        outcome
+    })
+}
+
 /// Runs `trace` with settings of your own, reported under `policy`'s name.
 ///
 /// # Panics
@@ -243,7 +389,25 @@ async fn simulate(
 ) -> Outcome {
     let store = MemoryStore::new(latency, 42);
     let link = |me| Arc::new(S3Link::new(store.clone(), me, 1, link_config.clone()));
-    let (link_a, link_b) = (link(NODE_A), link(NODE_B));
+    drive(
+        trace,
+        policy,
+        node_config,
+        (link(NODE_A), link(NODE_B)),
+        None,
+    )
+    .await
+}
+
+/// Plays `trace` through two nodes on `links`; with a `cutoff`, packets not yet offered that
+/// long after the trace's end are counted as sent and never delivered.
+async fn drive<L: Link>(
+    trace: &Trace,
+    policy: Policy,
+    node_config: NodeConfig,
+    (link_a, link_b): (Arc<L>, Arc<L>),
+    cutoff: Option<Duration>,
+) -> Outcome {
     let registry = Arc::new(Mutex::new(Registry::default()));
 
     // Deliveries go to a host task that records them and answers.
@@ -302,19 +466,34 @@ async fn simulate(
     });
 
     let start = Instant::now();
+    let give_up = cutoff.map(|c| start + trace.duration + c);
+    let mut abandoned = 0;
     for send in &trace.sends {
         sleep_until(start + send.at).await;
+        if give_up.is_some_and(|at| Instant::now() >= at) {
+            abandoned += 1;
+            continue;
+        }
         let frame = registry
             .lock()
             .expect("registry")
             .frame(send.size, send.reply);
-        let _ = node(send.from)
-            .send_wait(node_id(send.from.peer()), frame)
-            .await;
+        let sender = node(send.from);
+        let sent = sender.send_wait(node_id(send.from.peer()), frame);
+        match give_up {
+            Some(at) => {
+                let _ = tokio::time::timeout_at(at, sent).await;
+            }
+            None => {
+                let _ = sent.await;
+            }
+        }
     }
     sleep_until(start + trace.duration).await;
-    // Wait for stragglers: up to ten minutes past the end.
-    let drain_until = Instant::now() + Duration::from_secs(600);
+    // Wait for stragglers: up to ten minutes past the end (an hour with a cutoff, as over
+    // CloudWatch Logs, where a bulk trace takes longer to read than to write).
+    let drain = if cutoff.is_some() { 3_600 } else { 600 };
+    let drain_until = Instant::now() + Duration::from_secs(drain);
     while !registry.lock().expect("registry").all_delivered() && Instant::now() < drain_until {
         sleep(Duration::from_secs(1)).await;
     }
@@ -325,6 +504,15 @@ async fn simulate(
     }
     host.abort();
 
+    let span = registry
+        .lock()
+        .expect("registry")
+        .packets
+        .iter()
+        .filter_map(|p| p.delivered)
+        .max()
+        .map_or(Duration::ZERO, |last| last - start);
+    let elapsed = Instant::now() - start;
     let calls = link_a.usage().merged(&link_b.usage());
     let cost = link_a.cost() + link_b.cost();
     let registry = registry.lock().expect("registry");
@@ -347,9 +535,14 @@ async fn simulate(
         duration: trace.duration,
         calls,
         cost,
-        sent: registry.packets.len() as u64,
+        sent: registry.packets.len() as u64 + abandoned,
         delivered,
         bytes,
         latencies,
+        span,
+        elapsed,
+        link: LinkKind::S3,
+        refused: 0,
+        throttled: 0,
     }
 }

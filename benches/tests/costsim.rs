@@ -224,3 +224,51 @@ fn a_loopback_capture_is_split_by_port_and_segmented_to_the_mtu() {
     let outcome = sim::run(&replay.trace, Policy::Adaptive);
     assert_eq!((outcome.delivered, outcome.sent), (2_855, 2_855));
 }
+
+/// Over CloudWatch Logs: the default and the seed's design both deliver a minute of pings, every
+/// call within PutLogEvents's limits, and the report names the service's operations.
+#[test]
+fn a_simulated_minute_of_pings_over_cloudwatch_logs() {
+    use benches::sim::LinkKind;
+    use tunnels::link::cwl::{DEFAULT_READ_RATE, LogsModel};
+
+    let trace = Trace {
+        name: "ping".into(),
+        duration: Duration::from_secs(60),
+        sends: (0..60)
+            .map(|i| Send {
+                at: Duration::from_secs(i),
+                from: Side::A,
+                size: 64,
+                reply: Some(Reply {
+                    packets: 1,
+                    size: 64,
+                }),
+            })
+            .collect(),
+    };
+    let ours = sim::run_cwl(&trace, Policy::Adaptive, LogsModel::CLOUDWATCH);
+    let seed = sim::run_cwl(&trace, Policy::Linklayer, LogsModel::CLOUDWATCH);
+    for o in [&ours, &seed] {
+        assert_eq!(o.link, LinkKind::Cwl);
+        assert_eq!((o.delivered, o.lost()), (120, 0), "{}", o.policy.name());
+        assert_eq!(o.refused, 0);
+        // Ingestion is all that is billed: 120 small events and more, a few cents per GB.
+        assert!(o.cost > 0.0 && o.cost < 0.001, "{}", o.cost);
+    }
+    assert!(ours.calls.calls("get_log_events") > 0);
+    assert_eq!(ours.calls.calls("filter_log_events"), 0);
+    assert!(seed.calls.calls("filter_log_events") > 0);
+    // One frame per call: the seed makes a call per packet.
+    assert!(seed.calls.calls("put_log_events") >= 120);
+    let checks = report::checks_cwl(&[ours.clone(), seed.clone()], DEFAULT_READ_RATE);
+    assert!(
+        checks.iter().any(|c| c.what.contains("p99 latency")),
+        "{checks:?}"
+    );
+    let table = report::table(&[ours, seed]);
+    assert!(table.contains("PUT_LOG_EVENTS") && table.contains("GET_LOG_EVENTS"));
+    assert!(table.contains("| linklayer |"), "{table}");
+    // The seed's reads on two nodes exceed the account's 5 filter calls a second.
+    assert!(table.contains("throttled"));
+}

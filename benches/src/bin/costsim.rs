@@ -1,5 +1,5 @@
-//! The cost simulation: replays traffic through the real `cardio`, `bundler`, `wire` and S3-link
-//! code on a paused clock and reports what it would cost on S3 Standard.
+//! The cost simulation: replays traffic through the real `cardio`, `bundler`, `wire` and link
+//! code on a paused clock and reports what it would cost on S3 Standard or CloudWatch Logs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,17 +7,20 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use benches::report;
-use benches::sim::{self, Policy};
+use benches::sim::{self, LinkKind, Policy};
 use benches::traces::{self, Trace};
+use tunnels::link::cwl::{DEFAULT_READ_RATE, LogsModel};
 use tunnels::link::s3::LatencyModel;
 
-/// What would this traffic cost over S3?
+/// What would this traffic cost over S3 (or CloudWatch Logs)?
 ///
 /// Replays traffic between two tunnel nodes through the real node code (adaptive heartbeat,
 /// bundler, wire format, S3 link) over an in-memory S3 with S3's latency and prices, on a paused
 /// clock: a simulated day takes seconds. Prints calls by kind, request dollars per node per day
 /// and per GiB, packets delivered and one-way added latency (p50, p99, max) for each trace and
-/// policy, then checks the default policy (adaptive) against its budgets.
+/// policy, then checks the default policy (adaptive) against its budgets. With `--link cwl`, the
+/// same over an in-memory CloudWatch Logs (PutLogEvents's limits, the account's read quotas,
+/// ingestion priced per GB), against the seed's design (`linklayer`).
 ///
 /// Exit status: 0 when every budget checked passed, 1 when one failed, 2 on a bad argument or
 /// capture.
@@ -28,9 +31,14 @@ struct Args {
     #[arg(long = "trace", value_name = "NAME", value_parser = builtin_trace)]
     traces: Vec<String>,
 
-    /// Run only this policy (repeatable): hoshino, fixed, adaptive, adaptive+budget.
+    /// Run only this policy (repeatable): over s3 hoshino, fixed, adaptive, adaptive+budget;
+    /// over cwl linklayer, adaptive.
     #[arg(long = "policy", value_name = "NAME", value_parser = policy)]
     policies: Vec<Policy>,
+
+    /// The service: s3 (S3 Standard) or cwl (CloudWatch Logs Standard).
+    #[arg(long, value_name = "LINK", default_value = "s3", value_parser = link)]
+    link: LinkKind,
 
     /// Replay a capture of your own (pcap or pcapng) instead of the built-in traces: the
     /// capturing host is one node, everyone it talks to the other (in a loopback capture, the
@@ -45,10 +53,11 @@ struct Args {
           value_parser = mtu)]
     mtu: usize,
 
-    /// The store's latency: s3 (S3 Standard's) or none (a local server, to compare with
-    /// measurements against one).
+    /// The service's latency: s3 (the service's own: S3 Standard's, or CloudWatch Logs' with
+    /// its read quotas; `cloudwatch` is the same) or none (a local server without quotas, to
+    /// compare with measurements against one).
     #[arg(long, value_name = "MODEL", default_value = "s3", value_parser = latency)]
-    latency: LatencyModel,
+    latency: Latency,
 
     /// Where to write report.md and costsim.svg.
     #[arg(long, value_name = "DIR", default_value = "target/costsim")]
@@ -75,11 +84,28 @@ fn mtu(text: &str) -> Result<usize, String> {
     }
 }
 
-fn latency(name: &str) -> Result<LatencyModel, String> {
+fn link(name: &str) -> Result<LinkKind, String> {
     match name {
-        "s3" => Ok(LatencyModel::S3_STANDARD),
-        "none" => Ok(LatencyModel::NONE),
-        other => Err(format!("no latency model named {other:?}: s3 or none")),
+        "s3" => Ok(LinkKind::S3),
+        "cwl" => Ok(LinkKind::Cwl),
+        other => Err(format!("no link named {other:?}: s3 or cwl")),
+    }
+}
+
+/// The service's own latency, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Latency {
+    Service,
+    None,
+}
+
+fn latency(name: &str) -> Result<Latency, String> {
+    match name {
+        "s3" | "cloudwatch" => Ok(Latency::Service),
+        "none" => Ok(Latency::None),
+        other => Err(format!(
+            "no latency model named {other:?}: s3, cloudwatch or none"
+        )),
     }
 }
 
@@ -116,7 +142,24 @@ fn main() -> ExitCode {
     // Bad arguments exit with 2, as documented.
     let mut args = Args::parse();
     if args.policies.is_empty() {
-        args.policies = Policy::ALL.to_vec();
+        args.policies = Policy::of(args.link).to_vec();
+    }
+    if let Some(p) = args
+        .policies
+        .iter()
+        .find(|p| !Policy::of(args.link).contains(p))
+    {
+        eprintln!(
+            "costsim: policy {} does not run over --link {}: give one of {}",
+            p.name(),
+            args.link.name(),
+            Policy::of(args.link)
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return ExitCode::from(2);
     }
     let traces: Vec<Trace> = match &args.pcap {
         Some(path) => match load_pcap(path, args.mtu) {
@@ -136,7 +179,16 @@ fn main() -> ExitCode {
     for trace in &traces {
         for &policy in &args.policies {
             let started = std::time::Instant::now();
-            let outcome = sim::run_on(trace, policy, args.latency);
+            let outcome = match (args.link, args.latency) {
+                (LinkKind::S3, Latency::Service) => {
+                    sim::run_on(trace, policy, LatencyModel::S3_STANDARD)
+                }
+                (LinkKind::S3, Latency::None) => sim::run_on(trace, policy, LatencyModel::NONE),
+                (LinkKind::Cwl, Latency::Service) => {
+                    sim::run_cwl(trace, policy, LogsModel::CLOUDWATCH)
+                }
+                (LinkKind::Cwl, Latency::None) => sim::run_cwl(trace, policy, LogsModel::LOCAL),
+            };
             eprintln!(
                 "simulated {} under {} in {:.1} s",
                 trace.name,
@@ -147,10 +199,10 @@ fn main() -> ExitCode {
         }
     }
 
-    let checks = if args.pcap.is_some() {
-        Vec::new()
-    } else {
-        report::checks(&outcomes)
+    let checks = match (args.pcap.is_some(), args.link) {
+        (true, _) => Vec::new(),
+        (false, LinkKind::S3) => report::checks(&outcomes),
+        (false, LinkKind::Cwl) => report::checks_cwl(&outcomes, DEFAULT_READ_RATE),
     };
     println!("{}", report::table(&outcomes));
     print!("{}", report::check_lines(&checks));

@@ -426,13 +426,11 @@ impl LogStore for MemoryLogs {
             .iter()
             .filter(|(name, _)| name.starts_with(stream_prefix))
             .flat_map(|(name, events)| {
-                events
-                    .iter()
-                    .filter(|e| e.timestamp >= start_time)
-                    .map(|e| FoundEvent {
-                        stream: name.clone(),
-                        event: e.clone(),
-                    })
+                let from = events.partition_point(|e| e.timestamp < start_time);
+                events[from..].iter().map(|e| FoundEvent {
+                    stream: name.clone(),
+                    event: e.clone(),
+                })
             })
             .collect();
         drop(state);
