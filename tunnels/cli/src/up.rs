@@ -118,7 +118,7 @@ pub(crate) struct UpArgs {
 
     /// GetLogEvents calls a second this node may make, on average, five seconds' worth at once
     /// (cwl:// only). Reads are not billed, but an account and region share a quota of them
-    /// (25 a second; AWS, "CloudWatch Logs quotas"), so every node must stay within its share:
+    /// (10 a second in AWS's published quotas), so every node must stay within its share:
     /// a busy node reads about once a poll per peer, an idle one about once a minute. Bulk
     /// throughput is about 0.8 MB a second per read. Fractions allowed (0.5).
     #[arg(long, value_name = "CALLS", default_value_t = 2.0)]

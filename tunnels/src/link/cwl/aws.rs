@@ -7,7 +7,7 @@
 //!
 //! The SDK's own retries are off: the link retries throttling and failures itself, with backoff
 //! and jitter, and counts every attempt as the call it is (GetLogEvents spends the account's
-//! quota of 25 a second whether it succeeds or not). Retries inside the SDK would be calls
+//! quota of 10 a second whether it succeeds or not). Retries inside the SDK would be calls
 //! nobody counted.
 //!
 //! Errors name the IAM action of the call that failed (`logs:PutLogEvents`, ...), so that a

@@ -27,7 +27,7 @@ use crate::wire::text::{self, TextEncoding};
 use crate::wire::{FRAME_OVERHEAD, HEADER_LEN, MAX_FRAME_LEN, TRAILER_LEN};
 
 /// The read rate `tunnel up` gives a node unless told otherwise: 2 GetLogEvents calls a second
-/// on average, 10 at once. An account has 25 a second (see the module docs): a dozen nodes
+/// on average, 10 at once. An account has 10 a second (see the module docs): five nodes
 /// busy at once, or thousands idle (an idle node reads about once a minute).
 pub const DEFAULT_READ_RATE: Budget =
     Budget::new(NonZeroU32::new(2).expect("nonzero"), Duration::from_secs(1))

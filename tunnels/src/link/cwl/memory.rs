@@ -41,11 +41,12 @@ pub struct LogsModel {
 impl LogsModel {
     /// CloudWatch Logs from within the region: PutLogEvents 40 ms median and 150 ms p99,
     /// GetLogEvents 30/120 ms (no published figures: what SDK traces of these calls commonly
-    /// show), the account's GetLogEvents quota of 25 calls a second, events of 1 MB.
+    /// show), the account's GetLogEvents quota of 10 calls a second (AWS's published figure) and
+    /// FilterLogEvents quota of 5, events of 1 MB.
     pub const CLOUDWATCH: LogsModel = LogsModel {
         put_latency: (Duration::from_millis(40), Duration::from_millis(150)),
         get_latency: (Duration::from_millis(30), Duration::from_millis(120)),
-        read_quota: Some(25),
+        read_quota: Some(10),
         filter_quota: Some(5),
         max_event_bytes: limits::MAX_EVENT_BYTES,
     };

@@ -15,8 +15,10 @@
 //!
 //! Why this layout, by the cost model: PutLogEvents is billed per byte ingested, not per call,
 //! so the layout cannot make writing cheaper; what it decides is how many *reads* a receiver
-//! makes, and reads are what an account may make only a few of (GetLogEvents: 25 a second per
-//! account and region, shared by every node; FilterLogEvents: 5). A stream per sender per
+//! makes, and reads are what an account may make only a few of. GetLogEvents: 10 a second per
+//! account and region in AWS's published quotas, shared by every node (some accounts see more
+//! now: check Service Quotas; the simulation assumes 10). FilterLogEvents: 5 a second, a hard
+//! quota (AWS Knowledge Center, "How do I determine throttling in my CloudWatch logs?"). A stream per sender per
 //! destination has one writer, whose events land in order with times that never go back, so a
 //! forward token reads it exactly: no event is skipped or read twice, whatever shares a
 //! millisecond. A stream shared by all senders of a destination would take one read a poll,
