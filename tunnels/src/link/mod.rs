@@ -32,6 +32,8 @@ pub mod cwl;
 pub mod memory;
 pub mod retry;
 pub mod s3;
+#[cfg(feature = "aws")]
+mod sdk;
 pub mod sequencer;
 mod stats;
 
@@ -101,6 +103,25 @@ pub trait Link: Send + Sync + 'static {
 
     /// What the link counted: batches by outcome, retries.
     fn stats(&self) -> &LinkStats;
+}
+
+/// What a poll returns once it read (`read`) and made what it took safe from a restart
+/// (`secured`: deleted on S3, marked on CloudWatch Logs): the batches in `ready` if they were
+/// secured, whatever failed besides; the failure only if there is nothing to hand over.
+pub(crate) fn hand_over(
+    read: Result<(), StoreError>,
+    secured: Result<(), StoreError>,
+    ready: &mut Vec<Received>,
+) -> Result<Vec<Received>, LinkError> {
+    let out = if secured.is_ok() {
+        std::mem::take(ready)
+    } else {
+        Vec::new()
+    };
+    match (read.and(secured), out.is_empty()) {
+        (Err(err), true) => Err(err.into()),
+        _ => Ok(out),
+    }
 }
 
 /// A send or poll that failed.

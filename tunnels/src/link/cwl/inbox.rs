@@ -12,7 +12,6 @@
 //!   its grace period ends; a mark never points past a held batch.
 
 use std::collections::{BTreeMap, HashMap};
-use std::mem;
 
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -24,6 +23,7 @@ use super::link::ReadMode;
 use super::store::{Call, LogEvent, LogStore, ReadFrom};
 use crate::link::{
     LinkError, NodeId, Outcome, Received, Sequencer, Skipped, StoreError, StoreErrorKind, Verdict,
+    hand_over,
 };
 use crate::wire::{Batch, text};
 
@@ -106,15 +106,7 @@ impl<S: LogStore> CwlLink<S> {
         } else {
             self.write_mark(inbox).await
         };
-        let out = if marked.is_ok() {
-            mem::take(&mut inbox.ready)
-        } else {
-            Vec::new()
-        };
-        match (synced.and(marked), out.is_empty()) {
-            (Err(err), true) => Err(err.into()),
-            _ => Ok(out),
-        }
+        hand_over(synced, marked, &mut inbox.ready)
     }
 
     async fn sync(&self, inbox: &mut Inbox) -> Result<(), StoreError> {

@@ -12,15 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use bytes::Bytes;
 
 use super::store::ObjectStore;
@@ -58,33 +54,14 @@ pub struct S3Store {
 impl S3Store {
     /// Builds a client from the standard AWS configuration and `config`. Makes no call.
     pub async fn connect(config: &S3StoreConfig) -> S3Store {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http)
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(60))
-                    .build(),
-            );
-        if let Some(region) = &config.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(profile) = &config.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(endpoint) = &config.endpoint_url {
-            loader = loader.endpoint_url(endpoint);
-        }
-        if let Some((access_key, secret_key)) = &config.credentials {
-            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-                access_key, secret_key, None, None, "tunnel",
-            ));
-        }
-        let shared = loader.load().await;
+        let shared = crate::link::sdk::load(crate::link::sdk::Connect {
+            region: config.region.as_deref(),
+            profile: config.profile.as_deref(),
+            endpoint_url: config.endpoint_url.as_deref(),
+            credentials: config.credentials.as_ref(),
+            attempt_timeout: Duration::from_secs(60),
+        })
+        .await;
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.path_style)
             .build();
@@ -217,27 +194,7 @@ where
         },
         _ => StoreErrorKind::Other,
     };
-    let message = match err {
-        SdkError::ServiceError(service) => {
-            let e = service.err();
-            format!(
-                "{}: {}",
-                e.code().unwrap_or("error"),
-                e.message().unwrap_or("no message")
-            )
-        }
-        other => {
-            // The SDK's own Display says only "dispatch failure"; the source says why.
-            let mut message = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(cause) = source {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            message
-        }
-    };
+    let message = crate::link::sdk::detail(err);
     StoreError::new(kind, message)
 }
 

@@ -10,7 +10,6 @@
 //!   leaves it consistent: what it had read is handed over by the next poll.
 
 use std::collections::HashSet;
-use std::mem;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +19,9 @@ use super::S3Link;
 use super::keys::{Listed, batch_key, bell_key, inbox_prefix, parse_listed};
 use super::link::Strategy;
 use super::store::{Call, ObjectStore};
-use crate::link::{LinkError, Outcome, Received, Sequencer, Skipped, StoreError, Verdict};
+use crate::link::{
+    LinkError, Outcome, Received, Sequencer, Skipped, StoreError, Verdict, hand_over,
+};
 use crate::wire::{Batch, Header};
 
 /// Senders beyond which a LIST costs less than probing each (a LIST is 12.5 GETs).
@@ -70,16 +71,8 @@ impl<S: ObjectStore> S3Link<S> {
         let synced = self.sync(inbox).await;
         // Delete what was read even when a later call failed; then hand it over.
         let deleted = self.delete_done(inbox).await;
-        let out = if deleted.is_ok() {
-            mem::take(&mut inbox.ready)
-        } else {
-            Vec::new()
-        };
-        match (synced.and(deleted), out.is_empty()) {
-            // Batches already taken from the inbox are handed over whatever failed after them.
-            (Err(err), true) => Err(err.into()),
-            _ => Ok(out),
-        }
+        // Batches already taken from the inbox are handed over whatever failed after them.
+        hand_over(synced, deleted, &mut inbox.ready)
     }
 
     async fn delete_done(&self, inbox: &mut Inbox) -> Result<(), StoreError> {
