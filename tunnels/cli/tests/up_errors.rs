@@ -1,6 +1,8 @@
 //! `tunnel up` refuses what it cannot work with, with a message that says what to fix: a bad
 //! flag, a missing bucket, wrong credentials, an unreachable endpoint, no permission for the
-//! device. It never panics and never leaves a device behind.
+//! device; over S3 and over CloudWatch Logs. It never panics and never leaves a device behind.
+
+mod e2e;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -203,4 +205,67 @@ async fn an_unknown_congestion_control_is_explained() {
     );
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Over CloudWatch Logs (`moto_server`): a refused call names the IAM action, and a missing
+/// region, an unreachable endpoint and flags that are S3's are refused before any device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudwatch_logs_problems_are_explained_before_any_device_is_made() {
+    use e2e::moto::Moto;
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let guarded = Moto::start_with_auth(loopback);
+    let endpoint = guarded.endpoint_url();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            tunnel_up(&args, "testing")
+        })
+    };
+    let args = |endpoint: &str, extra: &[&str]| -> Vec<String> {
+        [
+            "--link",
+            "cwl://net/t",
+            "--endpoint-url",
+            endpoint,
+            "--node-id",
+            "a",
+        ]
+        .iter()
+        .chain(["--device", "tuncwl%d"].iter())
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+
+    let denied = run(args(&endpoint, &[])).await.unwrap();
+    assert_refused(&denied, &["access denied", "logs:GetLogEvents"]);
+
+    let path_style = run(args(&endpoint, &["--path-style"])).await.unwrap();
+    assert_refused(&path_style, &["--path-style is for s3:// links"]);
+    let rate = run(args(&endpoint, &["--read-rate", "0"])).await.unwrap();
+    assert_refused(&rate, &["--read-rate", "above zero"]);
+
+    let no_region = tokio::task::spawn_blocking({
+        let endpoint = endpoint.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_tunnel"))
+                .args(["up", "--link", "cwl://net", "--node-id", "a"])
+                .args(["--endpoint-url", &endpoint])
+                .env_remove("AWS_REGION")
+                .env_remove("AWS_DEFAULT_REGION")
+                .env("AWS_CONFIG_FILE", "/nonexistent")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_refused(&no_region, &["no region", "--region"]);
+
+    // A port nothing listens on: the server's, after it stopped.
+    drop(guarded);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let unreachable = run(args(&endpoint, &[])).await.unwrap();
+    assert_refused(&unreachable, &["cannot reach"]);
 }

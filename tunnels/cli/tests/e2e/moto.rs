@@ -34,6 +34,16 @@ fn moto_server() -> PathBuf {
 impl Moto {
     /// Starts a server on a free port of `host` and waits until it answers.
     pub(crate) fn start(host: IpAddr) -> Moto {
+        Moto::start_with(host, &[])
+    }
+
+    /// The same, with moto's IAM checks on: every call is refused unless its credentials are
+    /// of a user moto knows (`INITIAL_NO_AUTH_ACTION_COUNT=0`), as AWS refuses unknown keys.
+    pub(crate) fn start_with_auth(host: IpAddr) -> Moto {
+        Moto::start_with(host, &[("INITIAL_NO_AUTH_ACTION_COUNT", "0")])
+    }
+
+    fn start_with(host: IpAddr, env: &[(&str, &str)]) -> Moto {
         let port = TcpListener::bind((host, 0))
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -41,6 +51,7 @@ impl Moto {
         let addr = SocketAddr::new(host, port);
         let child = Command::new(moto_server())
             .args(["-H", &host.to_string(), "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -315,6 +315,17 @@ impl<S: LogStore> CwlLink<S> {
     /// message; [`StoreErrorKind::NotFound`] means the group is missing and could not be
     /// created; [`StoreErrorKind::Unavailable`], the service could not be reached.
     pub async fn check(&self) -> Result<(), StoreError> {
+        // One read of our own mark, not retried: an unreachable service or refused credentials
+        // show at once, not after the retry window.
+        let mark = super::layout::mark_stream(&self.config.prefix, self.me);
+        let read = self
+            .read(&mark, super::store::ReadFrom::Tail, Some(1))
+            .await;
+        if let Err(e) = &read
+            && e.kind() != StoreErrorKind::NotFound
+        {
+            return Err(e.clone());
+        }
         let created = match self.ensure_group().await {
             Ok(()) => true,
             // A group made by someone else, with a policy that lets nodes use it only.
@@ -328,17 +339,7 @@ impl<S: LogStore> CwlLink<S> {
             }
             Err(e) => return Err(e),
         };
-        let mark = super::layout::mark_stream(&self.config.prefix, self.me);
-        match self
-            .store
-            .get_events(
-                &self.config.group,
-                &mark,
-                super::store::ReadFrom::Tail,
-                Some(1),
-            )
-            .await
-        {
+        match read {
             Ok(_) => Ok(()),
             // The group exists (it was just created, or found): the stream is missing, as it
             // is until this node first receives. (Services word this answer differently.)
