@@ -1,5 +1,5 @@
-//! `tunnel`: carries IP packets between machines through an S3 bucket, cheaply when idle and
-//! quickly when busy.
+//! `tunnel`: carries IP packets between machines through an S3 bucket or a CloudWatch Logs log
+//! group, cheaply when idle and quickly when busy.
 
 use std::net::Ipv6Addr;
 use std::process::ExitCode;
@@ -14,8 +14,8 @@ mod up;
 #[command(
     name = "tunnel",
     version,
-    about = "Carries IP packets between machines through an S3 bucket: cheaply when idle, \
-             quickly when busy."
+    about = "Carries IP packets between machines through an S3 bucket or a CloudWatch Logs log \
+             group: cheaply when idle, quickly when busy."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,7 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Joins this machine to a network whose packets travel through an S3 bucket: creates a TUN
+    /// Joins this machine to a network whose packets travel through an S3 bucket or a CloudWatch
+    /// Logs log group (--link s3://... or cwl://...): creates a TUN
     /// device with the node's IPv6 address and carries what the kernel routes to it. Needs
     /// CAP_NET_ADMIN (root) for the device; runs until SIGINT or SIGTERM, then sends what is
     /// pending and exits.

@@ -88,13 +88,14 @@ pub(crate) struct UpArgs {
     profile: Option<String>,
 
     /// The shortest interval between polls of the inbox, while packets flow. The cost
-    /// simulation's ping and ssh traces meet their latency budgets with 200ms.
+    /// simulation's ping and ssh traces meet their latency budgets with 200ms. (Over
+    /// CloudWatch Logs, --read-rate bounds the polls too.)
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     min: Duration,
 
     /// The longest interval between polls, when idle. With 60s an idle node costs about $0.0007
-    /// a day (cost simulation, idle trace); the first packet after a long silence waits up to
-    /// about this long.
+    /// a day on S3 and makes about 1,460 free reads a day on CloudWatch Logs (cost simulation,
+    /// idle trace); the first packet after a long silence waits up to about this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     max: Duration,
 
