@@ -128,3 +128,23 @@ pub fn cwl(data: &[u8]) {
         }
     });
 }
+
+/// Any frame the host writes to a TAP device: answering it never panics, and an answer is a
+/// well-formed Ethernet frame (ARP or IPv6) from the MAC address of the peer asked about.
+pub fn ether(data: &[u8]) {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use crate::net::ether::{Ipv4Net, Neighbours, mac_of};
+
+    let network = Ipv6Addr::new(0xfd5e, 0x59b8, 0xf71d, 0x9a3e, 0, 0, 0, 0);
+    let ipv4 = Ipv4Net::new(Ipv4Addr::new(10, 77, 0, 0), 16);
+    let Some(reply) = Neighbours::new(network, ipv4, 0xa).answer(data) else {
+        return;
+    };
+    assert!(reply.len() >= 14 + 28, "a frame too short to be an answer");
+    let ethertype = u16::from_be_bytes([reply[12], reply[13]]);
+    assert!(ethertype == 0x0806 || ethertype == 0x86dd, "{ethertype:#x}");
+    // The source is a peer's MAC address, never ours.
+    assert_eq!(reply[6], 0x02);
+    assert_ne!(&reply[6..12], &mac_of(0xa)[..]);
+}

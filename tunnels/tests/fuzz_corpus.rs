@@ -35,3 +35,8 @@ fn ip_corpus() {
 fn cwl_corpus() {
     replay("cwl", tunnels::fuzz::cwl);
 }
+
+#[test]
+fn ether_corpus() {
+    replay("ether", tunnels::fuzz::ether);
+}

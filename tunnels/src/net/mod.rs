@@ -2,10 +2,13 @@
 //!
 //! Plain code over bytes, tested without a device:
 //!
+//! - [`ether`]: Ethernet for TAP mode: each node's MAC address, IPv4 ranges, and ARP and
+//!   neighbour solicitations for peers answered locally.
 //! - [`ip`]: the few IPv6 fields a tunnel reads, node addresses, ICMPv6 echo.
 //! - [`route`]: a node's [`Router`]: the node a packet from the device goes to, and whether a
 //!   frame a sender delivered may reach the device.
 
+pub mod ether;
 pub mod ip;
 pub mod route;
 
