@@ -130,14 +130,19 @@ pub fn cwl(data: &[u8]) {
 }
 
 /// Any frame the host writes to a TAP device: answering it never panics, and an answer is a
-/// well-formed Ethernet frame (ARP or IPv6) from the MAC address of the peer asked about.
+/// well-formed Ethernet frame (ARP or IPv6) from the MAC address of the peer asked about. The
+/// same bytes read as an IP packet (IPv4 or IPv6) by a router with an IPv4 range never panic.
 pub fn ether(data: &[u8]) {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
+    use crate::net::Router;
     use crate::net::ether::{Ipv4Net, Neighbours, mac_of};
 
     let network = Ipv6Addr::new(0xfd5e, 0x59b8, 0xf71d, 0x9a3e, 0, 0, 0, 0);
     let ipv4 = Ipv4Net::new(Ipv4Addr::new(10, 77, 0, 0), 16);
+    if let Some(router) = ipv4.and_then(|net| Router::new(network, 0xa).with_ipv4(net)) {
+        let _ = (router.route(data), router.accept(0xb, data));
+    }
     let Some(reply) = Neighbours::new(network, ipv4, 0xa).answer(data) else {
         return;
     };
