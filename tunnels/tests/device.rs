@@ -28,6 +28,7 @@ fn config(name: &str, addr: &str) -> TunConfig<'static> {
         prefix_len: 64,
         mtu: 1400,
         tx_queue_len: 10_000,
+        ipv4: None,
     }
 }
 
@@ -115,4 +116,31 @@ fn a_bad_name_is_refused() {
         ),
         "{err:?}"
     );
+}
+
+/// With an IPv4 address too, the device has both, and both prefix routes carry the congestion
+/// control.
+#[tokio::test]
+async fn a_tun_device_with_ipv4_is_addressed_and_routed_for_both() {
+    let name = format!("tdv4{}", std::process::id() % 10_000);
+    let tun = Tun::create(&TunConfig {
+        ipv4: Some(("10.213.0.10".parse().unwrap(), 16)),
+        ..config(&name, "fd7e:5e7:2::a")
+    })
+    .unwrap();
+    tun.set_congestion("cubic").await.unwrap();
+    let (_, addr) = ip(&["-4", "addr", "show", "dev", &name]);
+    assert!(addr.contains("10.213.0.10/16"), "{addr}");
+    let (_, route) = ip(&["-4", "route", "show", "dev", &name]);
+    assert!(
+        route.contains("10.213.0.0/16") && route.contains("congctl cubic"),
+        "{route}"
+    );
+    assert_eq!(
+        route.matches("10.213.0.0/16").count(),
+        1,
+        "replaced, not added: {route}"
+    );
+    let (_, route6) = ip(&["-6", "route", "show", "dev", &name]);
+    assert!(route6.contains("congctl cubic"), "{route6}");
 }

@@ -1,7 +1,7 @@
 //! `tunnel up`: a node on a TUN device, its packets carried through an S3 bucket or a
 //! CloudWatch Logs log group.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,6 +15,7 @@ use tunnels::device::{Device, Tun, TunConfig};
 use tunnels::link::cwl::{CwlLink, CwlLinkConfig, CwlStore, CwlStoreConfig};
 use tunnels::link::s3::{S3Link, S3LinkConfig, S3Store, S3StoreConfig, Strategy};
 use tunnels::link::{StoreError, StoreErrorKind};
+use tunnels::net::ether::Ipv4Net;
 use tunnels::net::{Accept, Route, Router};
 use tunnels::node::{Node, NodeConfig, NodeStats};
 use tunnels::{Link, NodeId, Received};
@@ -45,6 +46,14 @@ pub(crate) struct UpArgs {
     /// for a network of your own.
     #[arg(long, value_name = "PREFIX/64", default_value = "fd5e:59b8:f71d:9a3e::/64", value_parser = parse_network)]
     network: Ipv6Addr,
+
+    /// An IPv4 range for the network too, such as 10.77.0.0/16, the same on every node: a
+    /// node's IPv4 address is the range plus its node id (`--node-id b` gives 10.77.0.11), so
+    /// node ids must fit the range's host bits (a /24 holds ids 1 to fe). IPv4 packets to a
+    /// peer's address then travel like IPv6 ones. It must not overlap the host's own routes.
+    /// [default: IPv6 only; IPv4 packets are counted and ignored]
+    #[arg(long, value_name = "CIDR", value_parser = parse_ipv4)]
+    ipv4: Option<Ipv4Net>,
 
     /// The TUN device to create (`%d` picks the next free number).
     #[arg(long, default_value = "tunnel0")]
@@ -253,6 +262,48 @@ fn parse_cwl(rest: &str) -> Result<LinkUrl, String> {
         group: group.to_owned(),
         prefix,
     })
+}
+
+fn parse_ipv4(text: &str) -> Result<Ipv4Net, String> {
+    let (addr, len) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not an IPv4 range such as 10.77.0.0/16"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|&n| n <= 32)
+        .ok_or_else(|| format!("/{len} is not a prefix length (0 to 32)"))?;
+    Ipv4Net::new(addr, len).ok_or_else(|| {
+        if len > 30 {
+            format!("{text} leaves no room for nodes: give a /30 or larger")
+        } else {
+            format!("{text} has bits set past the prefix: give the range's first address")
+        }
+    })
+}
+
+/// The host's IPv4 routes (other than a default route) that share an address with `net`, as
+/// "DEST/LEN on DEVICE", from `/proc/net/route`.
+fn host_routes_overlapping(net: &Ipv4Net) -> Vec<String> {
+    let Ok(table) = std::fs::read_to_string("/proc/net/route") else {
+        return Vec::new();
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (iface, dest, mask) = (fields.first()?, fields.get(1)?, fields.get(7)?);
+            // Little-endian hex, as the kernel writes them.
+            let dest = Ipv4Addr::from(u32::from_str_radix(dest, 16).ok()?.swap_bytes());
+            let mask = u32::from_str_radix(mask, 16).ok()?.swap_bytes();
+            let len = mask.leading_ones() as u8;
+            (len > 0 && net.overlaps(dest, len)).then(|| format!("{dest}/{len} on {iface}"))
+        })
+        .collect()
 }
 
 fn parse_node_id(text: &str) -> Result<NodeId, String> {
@@ -568,7 +619,25 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
 /// ends.
 async fn run<L: Link>(args: &UpArgs, me: NodeId, link: Arc<L>) -> Result<(), String> {
     let network = args.network;
-    let router = Router::new(network, me);
+    let mut router = Router::new(network, me);
+    if let Some(net) = args.ipv4 {
+        let overlaps = host_routes_overlapping(&net);
+        if !overlaps.is_empty() {
+            return Err(format!(
+                "--ipv4 {net} overlaps the host's own routes ({}): packets for those \
+                 addresses would be sent two ways; pick another range",
+                overlaps.join(", ")
+            ));
+        }
+        let most = (1u64 << (32 - u32::from(net.prefix_len()))) - 2;
+        router = router.with_ipv4(net).ok_or_else(|| {
+            format!(
+                "node id {me:x} has no address in --ipv4 {net}: a /{} holds node ids 1 to \
+                 {most:x}; give a larger range or a smaller --node-id",
+                net.prefix_len()
+            )
+        })?;
+    }
     let addr = router.addr();
     if u128::from(network) >> 121 != 0x7e {
         warn!(%network, "the network is not a unique local address (fc00::/7)");
@@ -580,6 +649,9 @@ async fn run<L: Link>(args: &UpArgs, me: NodeId, link: Arc<L>) -> Result<(), Str
         prefix_len: 64,
         mtu: u16::try_from(args.mtu).expect("clap keeps --mtu within 1280..=65535"),
         tx_queue_len: args.txqueuelen,
+        ipv4: router
+            .ipv4_addr()
+            .zip(args.ipv4.map(|net| net.prefix_len())),
     })
     .map_err(|e| device_problem(&e, &args.device))?;
     if args.tcp_congestion != "system" {
@@ -617,6 +689,7 @@ async fn run<L: Link>(args: &UpArgs, me: NodeId, link: Arc<L>) -> Result<(), Str
     info!(
         device = tun.name(),
         %addr,
+        ipv4 = ?router.ipv4_addr(),
         node = format_args!("{me:016x}"),
         link = %args.link,
         mtu = args.mtu,
@@ -771,6 +844,24 @@ mod tests {
         ] {
             assert!(parse_link(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ipv4_ranges_are_parsed_and_checked() {
+        let net = parse_ipv4("10.77.0.0/16").unwrap();
+        assert_eq!(net.to_string(), "10.77.0.0/16");
+        for bad in [
+            "10.77.0.0",
+            "10.77.0.1/16",
+            "10.77.0.0/31",
+            "10.77.0.0/33",
+            "x/16",
+        ] {
+            assert!(parse_ipv4(bad).is_err(), "{bad}");
+        }
+        // The loopback range is every host's own.
+        let lo = parse_ipv4("127.0.0.0/8").unwrap();
+        let _ = host_routes_overlapping(&lo);
     }
 
     #[test]

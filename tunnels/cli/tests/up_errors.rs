@@ -269,3 +269,24 @@ async fn cloudwatch_logs_problems_are_explained_before_any_device_is_made() {
     let unreachable = run(args(&endpoint, &[])).await.unwrap();
     assert_refused(&unreachable, &["cannot reach"]);
 }
+
+/// A node id with no address in the `--ipv4` range is refused before any device is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_id_outside_the_ipv4_range_is_explained() {
+    let (server, dir) = server_with_bucket("ipv4").await;
+    let endpoint = server.endpoint_url();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut args = local_args("s3://present/net", &endpoint, "tunv4%d").to_vec();
+        // Node a (10) in a /29, which holds ids 1 to 6.
+        args.extend(["--ipv4", "10.213.7.0/29"]);
+        tunnel_up(&args, local_s3::SECRET_KEY)
+    })
+    .await
+    .unwrap();
+    assert_refused(
+        &output,
+        &["node id a has no address in --ipv4 10.213.7.0/29", "1 to 6"],
+    );
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -15,6 +15,7 @@
 //!     prefix_len: 64,
 //!     mtu: 1500,
 //!     tx_queue_len: 10_000,
+//!     ipv4: None,
 //! })?;
 //! tun.set_congestion("cubic").await?;
 //! let mut packet = vec![0; 65_536];
@@ -24,10 +25,12 @@
 //! ```
 
 use std::io;
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use rtnetlink::RouteMessageBuilder;
-use rtnetlink::packet_route::route::{RouteAttribute, RouteMetric, RouteProtocol};
+use rtnetlink::packet_route::route::{
+    RouteAttribute, RouteMessage, RouteMetric, RouteProtocol, RouteScope,
+};
 
 use super::Device;
 
@@ -46,6 +49,8 @@ pub struct TunConfig<'a> {
     /// whole window at once, and a tunnel carries windows of thousands of packets: Linux's
     /// default of 500 drops part of every large burst.
     pub tx_queue_len: u32,
+    /// An IPv4 address and prefix length besides (`--ipv4`), if any.
+    pub ipv4: Option<(Ipv4Addr, u8)>,
 }
 
 /// The metric the kernel gives the prefix route of an address: the route replaced below.
@@ -59,6 +64,7 @@ pub struct Tun {
     mtu: usize,
     addr: Ipv6Addr,
     prefix_len: u8,
+    ipv4: Option<(Ipv4Addr, u8)>,
 }
 
 impl Tun {
@@ -76,13 +82,21 @@ impl Tun {
                 format!("prefix length {} is longer than 128", config.prefix_len),
             ));
         }
-        let device = tun_rs::DeviceBuilder::new()
+        let mut builder = tun_rs::DeviceBuilder::new()
             .name(config.name)
             .mtu(config.mtu)
             .tx_queue_len(config.tx_queue_len)
-            .ipv6(config.addr, config.prefix_len)
-            .enable(true)
-            .build_async()?;
+            .ipv6(config.addr, config.prefix_len);
+        if let Some((addr, prefix_len)) = config.ipv4 {
+            if prefix_len > 32 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("IPv4 prefix length {prefix_len} is longer than 32"),
+                ));
+            }
+            builder = builder.ipv4(addr, prefix_len, None);
+        }
+        let device = builder.enable(true).build_async()?;
         let name = device.name()?;
         let index = device.if_index()?;
         Ok(Tun {
@@ -92,6 +106,7 @@ impl Tun {
             mtu: usize::from(config.mtu),
             addr: config.addr,
             prefix_len: config.prefix_len,
+            ipv4: config.ipv4,
         })
     }
 
@@ -102,7 +117,9 @@ impl Tun {
 
     /// Sets the TCP congestion control of connections through the device, on the network's
     /// route: replaces the prefix route the kernel made for the address with one that carries
-    /// it (`ip -6 route replace NET/LEN dev NAME metric 256 proto static congctl NAME`).
+    /// it (`ip -6 route replace NET/LEN dev NAME metric 256 proto static congctl NAME`), and
+    /// likewise for the IPv4 address, if any (`ip route replace NET/LEN dev NAME scope link
+    /// proto static congctl NAME`).
     ///
     /// # Errors
     ///
@@ -118,18 +135,40 @@ impl Tun {
         } else {
             Ipv6Addr::from(u128::from(self.addr) & (u128::MAX << (128 - bits)))
         };
-        let mut route = RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(network, self.prefix_len)
-            .output_interface(self.index)
-            .priority(PREFIX_ROUTE_METRIC)
-            .protocol(RouteProtocol::Static)
-            .build();
-        route
-            .attributes
-            .push(RouteAttribute::Metrics(vec![RouteMetric::CcAlgo(
-                congestion.to_owned(),
-            )]));
-        let result = handle.route().add(route).replace().execute().await;
+        let with_cc = |mut route: RouteMessage| {
+            route
+                .attributes
+                .push(RouteAttribute::Metrics(vec![RouteMetric::CcAlgo(
+                    congestion.to_owned(),
+                )]));
+            route
+        };
+        let route = with_cc(
+            RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(network, self.prefix_len)
+                .output_interface(self.index)
+                .priority(PREFIX_ROUTE_METRIC)
+                .protocol(RouteProtocol::Static)
+                .build(),
+        );
+        // With an IPv4 address, its prefix route too (the kernel's has metric 0, scope link).
+        let route4 = self.ipv4.map(|(addr, prefix_len)| {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len))
+                .unwrap_or(0);
+            with_cc(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(Ipv4Addr::from(u32::from(addr) & mask), prefix_len)
+                    .output_interface(self.index)
+                    .scope(RouteScope::Link)
+                    .protocol(RouteProtocol::Static)
+                    .build(),
+            )
+        });
+        let mut result = handle.route().add(route).replace().execute().await;
+        if let (Ok(()), Some(route4)) = (&result, route4) {
+            result = handle.route().add(route4).replace().execute().await;
+        }
         connection.abort();
         result.map_err(netlink_error).map_err(|err| {
             // Everything else in the request is known good: EINVAL is the name.

@@ -57,6 +57,23 @@ impl Ipv4Net {
         (prefix_len <= 30 && u32::from(network) & net.host_mask() == 0).then_some(net)
     }
 
+    /// The range's first address.
+    pub fn network(&self) -> Ipv4Addr {
+        self.network
+    }
+
+    /// The prefix length.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+
+    /// Whether the range and `other/prefix_len` share any address.
+    pub fn overlaps(&self, other: Ipv4Addr, prefix_len: u8) -> bool {
+        let shorter = self.prefix_len.min(prefix_len);
+        let mask = u32::MAX.checked_shl(32 - u32::from(shorter)).unwrap_or(0);
+        u32::from(self.network) & mask == u32::from(other) & mask
+    }
+
     fn host_mask(&self) -> u32 {
         u32::MAX
             .checked_shr(u32::from(self.prefix_len))
@@ -77,6 +94,12 @@ impl Ipv4Net {
         let host = u32::from(addr) & mask;
         (u32::from(addr) & !mask == u32::from(self.network) && host != 0 && host != mask)
             .then_some(NodeId::from(host))
+    }
+}
+
+impl std::fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix_len)
     }
 }
 

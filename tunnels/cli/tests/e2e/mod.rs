@@ -388,7 +388,8 @@ pub(crate) fn ping(net: &Net, from: usize, to: u64, count: u32) -> Output {
 
 pub(crate) const RECEIVER: &str = r#"
 import hashlib, socket, sys
-server = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+server = socket.socket(family, socket.SOCK_STREAM)
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 server.bind((sys.argv[1], 5001))
 server.listen(1)
@@ -427,6 +428,17 @@ pub(crate) struct Transfer {
 
 impl Transfer {
     pub(crate) fn start(net: &Net, from: usize, to_side: usize, to: u64, bytes: usize) -> Transfer {
+        Transfer::start_at(net, from, to_side, &node_addr(to), bytes)
+    }
+
+    /// The same, to address `addr` (IPv6 or IPv4) in namespace `to_side`.
+    pub(crate) fn start_at(
+        net: &Net,
+        from: usize,
+        to_side: usize,
+        addr: &str,
+        bytes: usize,
+    ) -> Transfer {
         let file = net.dir.with_extension(format!("{bytes}.bin"));
         let mut data = vec![0u8; bytes];
         let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ bytes as u64;
@@ -444,7 +456,7 @@ impl Transfer {
             .next()
             .unwrap()
             .to_owned();
-        let addr = node_addr(to);
+        let addr = addr.to_owned();
         let mut receiver = Command::new("ip")
             .args([
                 "netns",
