@@ -264,32 +264,5 @@ fn sigterm_sends_what_is_pending_first() {
 /// With `--ipv4`, IPv4 travels as IPv6 does: ping and a TCP transfer to a peer's IPv4 address.
 #[test]
 fn ipv4_ping_and_transfer_with_an_ipv4_range() {
-    let mut net = Net::new(6);
-    net.up(0, NODE_A, &["--ipv4", "10.77.0.0/16"]);
-    net.up(1, NODE_B, &["--ipv4", "10.77.0.0/16"]);
-    let addr = String::from_utf8_lossy(
-        &net.exec(1, &["ip", "-4", "addr", "show", "dev", "tun0"])
-            .stdout,
-    )
-    .into_owned();
-    assert!(addr.contains("10.77.0.11/16"), "{addr}");
-    let ping = net.exec(
-        0,
-        &[
-            "ping",
-            "-4",
-            "-n",
-            "-c",
-            "2",
-            "-i",
-            "0.5",
-            "-w",
-            "60",
-            "10.77.0.11",
-        ],
-    );
-    assert!(ping.status.success(), "{}\n{}", received(&ping), net.logs());
-    let transfer = Transfer::start_at(&net, 0, 1, "10.77.0.11", 2_000_000);
-    let (bytes, digest, expected, _) = transfer.finish(Duration::from_secs(120));
-    assert_eq!((bytes, digest), (2_000_000, expected));
+    ipv4_ping_and_transfer(&mut Net::new(6));
 }

@@ -541,6 +541,33 @@ pub(crate) fn labels(name: &str, node: u64, label: &str) -> String {
     format!("{name}{{node=\"{node:016x}\",{label}}}")
 }
 
+/// Both nodes up with `--ipv4 10.77.0.0/16`; then B has its IPv4 address, and A reaches it
+/// with `ping -4` and a 2 MB TCP transfer that arrives intact.
+pub(crate) fn ipv4_ping_and_transfer(net: &mut Net) {
+    net.up(0, NODE_A, &["--ipv4", "10.77.0.0/16"]);
+    net.up(1, NODE_B, &["--ipv4", "10.77.0.0/16"]);
+    let addr = net.exec(1, &["ip", "-4", "addr", "show", "dev", "tun0"]);
+    let addr = String::from_utf8_lossy(&addr.stdout);
+    assert!(addr.contains("10.77.0.11/16"), "{addr}");
+    let args = [
+        "ping",
+        "-4",
+        "-n",
+        "-c",
+        "2",
+        "-i",
+        "0.5",
+        "-w",
+        "60",
+        "10.77.0.11",
+    ];
+    let ping = net.exec(0, &args);
+    assert!(ping.status.success(), "{}\n{}", received(&ping), net.logs());
+    let transfer = Transfer::start_at(net, 0, 1, "10.77.0.11", 2_000_000);
+    let (bytes, digest, expected, _) = transfer.finish(Duration::from_secs(120));
+    assert_eq!((bytes, digest), (2_000_000, expected));
+}
+
 pub(crate) fn received(ping: &Output) -> String {
     String::from_utf8_lossy(&ping.stdout).into_owned()
 }
