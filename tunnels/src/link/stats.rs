@@ -3,8 +3,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::future::Future;
+
 use super::cost::{Meter, Prices, Usage};
-use super::retry::Attempt;
+use super::retry::{Attempt, Retry};
+use super::sequencer::Skipped;
 use super::{NodeId, StoreError};
 
 /// Names of the metrics a link records, each labelled `node` (16 hex digits).
@@ -160,6 +163,39 @@ impl Ledger {
             }
             Attempt::GaveUp { error } => {
                 tracing::warn!(call = self.meter.name(op), %error, "call failed");
+            }
+        }
+    }
+
+    /// Runs a call of `op` carrying `bytes` under `retry` (throttling and failures retried
+    /// with backoff and jitter), booking every attempt as the billed call it is.
+    pub(crate) async fn retried<T, F, Fut>(
+        &self,
+        retry: &Retry,
+        op: usize,
+        bytes: usize,
+        attempt: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        retry
+            .run(|a| self.attempt(op, bytes as u64, a), attempt)
+            .await
+    }
+
+    /// Counts and logs `missing` batches of `sender` the sequencer skipped, for `reason`.
+    pub(crate) fn skipped(&self, sender: NodeId, missing: u64, reason: Skipped) {
+        let sender = format_args!("{sender:016x}");
+        match reason {
+            Skipped::Lost => {
+                self.note(Outcome::Lost, missing);
+                tracing::warn!(%sender, batches = missing, "batches missing past the grace period: counted lost");
+            }
+            Skipped::BeforeStart => {
+                self.note(Outcome::Skipped, missing);
+                tracing::info!(%sender, batches = missing, "met a sender mid-stream: skipped what came before");
             }
         }
     }

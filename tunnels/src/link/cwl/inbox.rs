@@ -382,17 +382,7 @@ impl<S: LogStore> CwlLink<S> {
     ) {
         inbox.seq.delivered(r.sender, r.epoch, r.seq, now);
         if let Some((missing, reason)) = skipped {
-            let sender = format_args!("{:016x}", r.sender);
-            match reason {
-                Skipped::Lost => {
-                    self.ledger.note(Outcome::Lost, missing);
-                    tracing::warn!(%sender, batches = missing, "batches missing past the grace period: counted lost");
-                }
-                Skipped::BeforeStart => {
-                    self.ledger.note(Outcome::Skipped, missing);
-                    tracing::info!(%sender, batches = missing, "met a sender mid-stream: skipped what came before");
-                }
-            }
+            self.ledger.skipped(r.sender, missing, reason);
         }
         self.ledger.note(Outcome::Delivered, 1);
         inbox.ready.push(r);

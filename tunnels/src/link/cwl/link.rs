@@ -275,12 +275,8 @@ impl<S: LogStore> CwlLink<S> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let op = kind as usize;
-        self.retry
-            .run(
-                |attempt| self.ledger.attempt(op, bytes as u64, attempt),
-                attempt,
-            )
+        self.ledger
+            .retried(&self.retry, kind as usize, bytes, attempt)
             .await
     }
 

@@ -242,17 +242,7 @@ impl<S: ObjectStore> S3Link<S> {
             .seq
             .delivered(expect.sender, expect.epoch, expect.seq, now);
         if let Some((missing, reason)) = skipped {
-            let sender = format_args!("{:016x}", expect.sender);
-            match reason {
-                Skipped::Lost => {
-                    self.ledger.note(Outcome::Lost, missing);
-                    tracing::warn!(%sender, batches = missing, "batches missing past the grace period: counted lost");
-                }
-                Skipped::BeforeStart => {
-                    self.ledger.note(Outcome::Skipped, missing);
-                    tracing::info!(%sender, batches = missing, "met a sender mid-stream after starting: skipped what came before");
-                }
-            }
+            self.ledger.skipped(expect.sender, missing, reason);
         }
         if let Some(received) = self.decode(body, expect) {
             inbox.ready.push(received);
