@@ -6,13 +6,19 @@
 //! router's full queue would drop it, so that a slow device never stalls delivery.
 //!
 //! - `tun` (feature `tun`, Linux): a TUN device on `tun-rs`, its route set over `rtnetlink`.
+//! - `tap` (feature `tun`, Linux): the same as a TAP device, which reads and writes Ethernet
+//!   frames; [`net::switch`](crate::net::switch) turns them into packets and back.
 
 use std::future::Future;
 use std::io;
 
 #[cfg(all(feature = "tun", target_os = "linux"))]
+mod tap;
+#[cfg(all(feature = "tun", target_os = "linux"))]
 mod tun;
 
+#[cfg(all(feature = "tun", target_os = "linux"))]
+pub use tap::Tap;
 #[cfg(all(feature = "tun", target_os = "linux"))]
 pub use tun::{Tun, TunConfig};
 

@@ -76,6 +76,11 @@ impl Tun {
     /// The system's answer, with its kind: `PermissionDenied` without `CAP_NET_ADMIN`,
     /// `NotFound` without `/dev/net/tun`, `InvalidInput` for a name or prefix it refuses.
     pub fn create(config: &TunConfig<'_>) -> io::Result<Tun> {
+        Tun::build(config, None)
+    }
+
+    /// The same, as a TAP device (Ethernet frames) with MAC address `mac` when one is given.
+    pub(super) fn build(config: &TunConfig<'_>, mac: Option<[u8; 6]>) -> io::Result<Tun> {
         if config.prefix_len > 128 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -87,6 +92,9 @@ impl Tun {
             .mtu(config.mtu)
             .tx_queue_len(config.tx_queue_len)
             .ipv6(config.addr, config.prefix_len);
+        if let Some(mac) = mac {
+            builder = builder.layer(tun_rs::Layer::L2).mac_addr(mac);
+        }
         if let Some((addr, prefix_len)) = config.ipv4 {
             if prefix_len > 32 {
                 return Err(io::Error::new(

@@ -98,6 +98,11 @@ impl Router {
         self.ipv4.map(|(_, addr)| addr)
     }
 
+    /// The network's IPv4 range, if it has one.
+    pub fn ipv4_net(&self) -> Option<Ipv4Net> {
+        self.ipv4.map(|(net, _)| net)
+    }
+
     /// An IPv4 packet's (source, destination), if `packet` is a valid one and the network
     /// has an IPv4 range.
     fn ipv4_ends(&self, packet: &[u8]) -> Option<(Ipv4Net, Ipv4Repr)> {
