@@ -131,17 +131,36 @@ pub fn cwl(data: &[u8]) {
 
 /// Any frame the host writes to a TAP device: answering it never panics, and an answer is a
 /// well-formed Ethernet frame (ARP or IPv6) from the MAC address of the peer asked about. The
-/// same bytes read as an IP packet (IPv4 or IPv6) by a router with an IPv4 range never panic.
+/// TAP mode's switch never panics either: what it carries is the IP packet inside the frame,
+/// for a peer whose MAC address the frame named, and it is framed again for the peer's host
+/// unchanged. The same bytes read as an IP packet (IPv4 or IPv6) by a router with an IPv4
+/// range never panic.
 pub fn ether(data: &[u8]) {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    use crate::net::Router;
     use crate::net::ether::{Ipv4Net, Neighbours, mac_of};
+    use crate::net::switch::{FromHost, HEADER_LEN, Switch};
+    use crate::net::{Accept, Route, Router};
 
     let network = Ipv6Addr::new(0xfd5e, 0x59b8, 0xf71d, 0x9a3e, 0, 0, 0, 0);
     let ipv4 = Ipv4Net::new(Ipv4Addr::new(10, 77, 0, 0), 16);
     if let Some(router) = ipv4.and_then(|net| Router::new(network, 0xa).with_ipv4(net)) {
         let _ = (router.route(data), router.accept(0xb, data));
+        let switch = Switch::new(router, mac_of(0xa));
+        if let FromHost::Packet {
+            route: Route::Node(to),
+            packet,
+        } = switch.read_frame(data)
+        {
+            assert_eq!(&data[..6], &mac_of(to)[..], "to the MAC address it named");
+            assert!(data[HEADER_LEN..].starts_with(packet));
+            let peer = Switch::new(Router::new(network, to), mac_of(to));
+            if peer.router().accept(0xa, packet) == Accept::Deliver {
+                let mut out = Vec::new();
+                peer.to_host(0xa, packet, &mut out);
+                assert_eq!(&out[HEADER_LEN..], packet);
+            }
+        }
     }
     let Some(reply) = Neighbours::new(network, ipv4, 0xa).answer(data) else {
         return;

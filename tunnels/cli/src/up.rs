@@ -11,11 +11,12 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use metrics::Counter;
 use tracing::{debug, error, info, warn};
-use tunnels::device::{Device, Tun, TunConfig};
+use tunnels::device::{Device, Tap, Tun, TunConfig};
 use tunnels::link::cwl::{CwlLink, CwlLinkConfig, CwlStore, CwlStoreConfig};
 use tunnels::link::s3::{S3Link, S3LinkConfig, S3Store, S3StoreConfig, Strategy};
 use tunnels::link::{StoreError, StoreErrorKind};
-use tunnels::net::ether::Ipv4Net;
+use tunnels::net::ether::{Ipv4Net, mac_of};
+use tunnels::net::switch::{Answered, Dropped, FromHost, Switch};
 use tunnels::net::{Accept, Route, Router};
 use tunnels::node::{Node, NodeConfig, NodeStats};
 use tunnels::{Link, NodeId, Received};
@@ -55,7 +56,18 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "CIDR", value_parser = parse_ipv4)]
     ipv4: Option<Ipv4Net>,
 
-    /// The TUN device to create (`%d` picks the next free number).
+    /// The kind of device. `tun` carries IP packets: IPv6, and IPv4 with --ipv4. `tap` is an
+    /// Ethernet device for bridging and software that speaks Ethernet: its MAC address follows
+    /// from the node id (02, then the id's low 40 bits: `--node-id b` gives 02:00:00:00:00:0b),
+    /// the node answers ARP requests and neighbour solicitations for peers itself (no API
+    /// call), carries the IP packet of each frame to a peer's MAC address, and counts and drops
+    /// broadcast, multicast and non-IP frames (DHCP, mDNS, router solicitations: each would
+    /// cost a call per peer, for answers no peer gives). Nodes of both kinds share a network,
+    /// at the same cost per packet.
+    #[arg(long, value_enum, default_value_t = Mode::Tun)]
+    mode: Mode,
+
+    /// The TUN (or TAP) device to create (`%d` picks the next free number).
     #[arg(long, default_value = "tunnel0")]
     device: String,
 
@@ -147,6 +159,12 @@ Metrics (--metrics), each labelled with the node id:
   tunnel_packets_ignored_total{reason}          not_ipv6, outside_network (not carried)
   tunnel_packets_rejected_total{reason}         received frames that are not IPv6 (malformed) or
                                                 not from their sender to this node (wrong_address)
+  tunnel_frames_answered_total{kind}            --mode tap: arp, ndp: questions about peers the
+                                                node answered itself, without a call
+  tunnel_frames_dropped_total{kind}             --mode tap: frames from the host not carried:
+                                                arp, ndp (not for a peer), mld, igmp, dhcp, mdns,
+                                                broadcast, multicast (others), not_ip, wrong_mac
+                                                (to a peer's address but another MAC), malformed
   tunnel_batches_total{outcome}                 delivered, duplicate, rejected (bad objects), lost,
                                                 skipped (before the first batch met of a sender's
                                                 life: what this node took before a restart)
@@ -166,6 +184,24 @@ Metrics (--metrics), each labelled with the node id:
 
 Logs go to standard error; RUST_LOG sets the level (error, warn, info, debug, trace), also per
 module (RUST_LOG=info,tunnels=debug).";
+
+/// `--mode`: the kind of device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// IP packets.
+    Tun,
+    /// Ethernet frames.
+    Tap,
+}
+
+impl Mode {
+    fn device_kind(self) -> &'static str {
+        match self {
+            Mode::Tun => "TUN",
+            Mode::Tap => "TAP",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StrategyArg {
@@ -371,6 +407,10 @@ struct PacketMetrics {
     ignored_outside: Counter,
     rejected_malformed: Counter,
     rejected_address: Counter,
+    /// By [`Answered`], in its order.
+    answered: Vec<Counter>,
+    /// By [`Dropped`], in its order.
+    frames_dropped: Vec<Counter>,
 }
 
 impl PacketMetrics {
@@ -390,17 +430,27 @@ impl PacketMetrics {
             ignored_outside: counter("tunnel_packets_ignored_total", "reason", "outside_network"),
             rejected_malformed: counter("tunnel_packets_rejected_total", "reason", "malformed"),
             rejected_address: counter("tunnel_packets_rejected_total", "reason", "wrong_address"),
+            answered: Answered::ALL
+                .iter()
+                .map(|kind| counter("tunnel_frames_answered_total", "kind", kind.as_str()))
+                .collect(),
+            frames_dropped: Dropped::ALL
+                .iter()
+                .map(|kind| counter("tunnel_frames_dropped_total", "kind", kind.as_str()))
+                .collect(),
         }
     }
 }
 
-/// What the link delivers goes to the device if the router accepts it: an IPv6 packet from its
-/// sender's address to this node's.
+/// What the link delivers goes to the device if the router accepts it: an IP packet from its
+/// sender's address to this node's; on a TAP device, in a frame from the sender's MAC address.
 fn deliver<D: Device>(
     tun: Arc<D>,
     router: Router,
+    switch: Option<Arc<Switch>>,
     metrics: Arc<PacketMetrics>,
 ) -> impl FnMut(Received) + Send + 'static {
+    let mut framed = Vec::new();
     move |batch: Received| {
         for frame in batch.frames {
             match router.accept(batch.sender, &frame) {
@@ -416,8 +466,15 @@ fn deliver<D: Device>(
                     continue;
                 }
             }
-            match tun.try_send(&frame) {
-                Ok(_) => {
+            let written = match &switch {
+                None => tun.try_send(&frame),
+                Some(switch) => {
+                    switch.to_host(batch.sender, &frame, &mut framed);
+                    tun.try_send(&framed)
+                }
+            };
+            match written {
+                Ok(()) => {
                     metrics.packets_in.increment(1);
                     metrics.bytes_in.increment(frame.len() as u64);
                 }
@@ -491,17 +548,18 @@ fn store_problem(err: &StoreError, link: &LinkUrl, endpoint: Option<&str>) -> St
     }
 }
 
-fn device_problem(err: &std::io::Error, device: &str) -> String {
+fn device_problem(err: &std::io::Error, mode: Mode, device: &str) -> String {
+    let kind = mode.device_kind();
     match err.kind() {
         std::io::ErrorKind::PermissionDenied => format!(
-            "no permission to create the TUN device {device:?}: it needs CAP_NET_ADMIN (run as \
-             root, or `setcap cap_net_admin+ep` on the binary): {err}"
+            "no permission to create the {kind} device {device:?}: it needs CAP_NET_ADMIN (run \
+             as root, or `setcap cap_net_admin+ep` on the binary): {err}"
         ),
         std::io::ErrorKind::NotFound => format!(
-            "no /dev/net/tun to create {device:?} with: load the tun module (`modprobe tun`): \
-             {err}"
+            "no /dev/net/tun to create the {kind} device {device:?} with: load the tun module \
+             (`modprobe tun`): {err}"
         ),
-        _ => format!("creating the TUN device {device:?}: {err}"),
+        _ => format!("creating the {kind} device {device:?}: {err}"),
     }
 }
 
@@ -615,8 +673,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
     }
 }
 
-/// The device, the node on `link`, and the loop between them, until a signal or the device
-/// ends.
+/// The router and the device (TUN or TAP, by --mode) for the node on `link`, then [`serve`].
 async fn run<L: Link>(args: &UpArgs, me: NodeId, link: Arc<L>) -> Result<(), String> {
     let network = args.network;
     let mut router = Router::new(network, me);
@@ -643,7 +700,7 @@ async fn run<L: Link>(args: &UpArgs, me: NodeId, link: Arc<L>) -> Result<(), Str
         warn!(%network, "the network is not a unique local address (fc00::/7)");
     }
 
-    let tun = Tun::create(&TunConfig {
+    let config = TunConfig {
         name: &args.device,
         addr,
         prefix_len: 64,
@@ -652,27 +709,56 @@ async fn run<L: Link>(args: &UpArgs, me: NodeId, link: Arc<L>) -> Result<(), Str
         ipv4: router
             .ipv4_addr()
             .zip(args.ipv4.map(|net| net.prefix_len())),
-    })
-    .map_err(|e| device_problem(&e, &args.device))?;
-    if args.tcp_congestion != "system" {
-        tun.set_congestion(&args.tcp_congestion)
-            .await
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    format!(
-                        "configuring the device {}: the kernel has no TCP congestion control \
-                         {:?} (see /proc/sys/net/ipv4/tcp_available_congestion_control, or give \
-                         --tcp-congestion system): {e}",
-                        tun.name(),
-                        args.tcp_congestion
-                    )
-                } else {
-                    format!("configuring the device {}: {e}", tun.name())
-                }
-            })?;
+    };
+    let problem = |e| device_problem(&e, args.mode, &args.device);
+    match args.mode {
+        Mode::Tun => {
+            let tun = Tun::create(&config).map_err(problem)?;
+            if args.tcp_congestion != "system" {
+                let set = tun.set_congestion(&args.tcp_congestion).await;
+                congestion_problem(set, tun.name(), &args.tcp_congestion)?;
+            }
+            serve(args, me, link, router, Arc::new(tun), None).await
+        }
+        Mode::Tap => {
+            let mac = mac_of(me);
+            let tap = Tap::create(&config, mac).map_err(problem)?;
+            if args.tcp_congestion != "system" {
+                let set = tap.set_congestion(&args.tcp_congestion).await;
+                congestion_problem(set, tap.name(), &args.tcp_congestion)?;
+            }
+            let switch = Arc::new(Switch::new(router, mac));
+            serve(args, me, link, router, Arc::new(tap), Some(switch)).await
+        }
     }
-    let tun = Arc::new(tun);
+}
 
+/// What setting the congestion control gave, as the error a user can act on.
+fn congestion_problem(set: std::io::Result<()>, device: &str, name: &str) -> Result<(), String> {
+    set.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "configuring the device {device}: the kernel has no TCP congestion control \
+                 {name:?} (see /proc/sys/net/ipv4/tcp_available_congestion_control, or give \
+                 --tcp-congestion system): {e}"
+            )
+        } else {
+            format!("configuring the device {device}: {e}")
+        }
+    })
+}
+
+/// The node on `link` and the loops between it and the device, until a signal or the device
+/// ends. With a `switch`, the device is a TAP device and frames pass through it.
+async fn serve<L: Link, D: Device>(
+    args: &UpArgs,
+    me: NodeId,
+    link: Arc<L>,
+    router: Router,
+    tun: Arc<D>,
+    switch: Option<Arc<Switch>>,
+) -> Result<(), String> {
+    let addr = router.addr();
     let config = NodeConfig {
         min_poll: args.min,
         max_poll: args.max,
@@ -684,10 +770,17 @@ async fn run<L: Link>(args: &UpArgs, me: NodeId, link: Arc<L>) -> Result<(), Str
     let node = Arc::new(Node::start(
         Arc::clone(&link),
         config,
-        deliver(Arc::clone(&tun), router, Arc::clone(&packet_metrics)),
+        deliver(
+            Arc::clone(&tun),
+            router,
+            switch.clone(),
+            Arc::clone(&packet_metrics),
+        ),
     ));
     info!(
         device = tun.name(),
+        mode = ?args.mode,
+        mac = switch.as_ref().map(|_| format_mac(mac_of(me))),
         %addr,
         ipv4 = ?router.ipv4_addr(),
         node = format_args!("{me:016x}"),
@@ -700,6 +793,7 @@ async fn run<L: Link>(args: &UpArgs, me: NodeId, link: Arc<L>) -> Result<(), Str
         Arc::clone(&tun),
         Arc::clone(&node),
         router,
+        switch,
         Arc::clone(&packet_metrics),
     ));
     let watcher = tokio::spawn(watch(Arc::clone(node.stats()), Arc::clone(&packet_metrics)));
@@ -737,18 +831,35 @@ async fn run<L: Link>(args: &UpArgs, me: NodeId, link: Arc<L>) -> Result<(), Str
     outcome
 }
 
-/// Device to link: each IPv6 packet for another node of the network goes to the bundler.
+/// Device to link: each packet for another node of the network goes to the bundler. On a TAP
+/// device (with a `switch`), questions about peers are answered at once and the IP packet of
+/// each frame to a peer is sent.
 async fn read_device<D: Device>(
     tun: Arc<D>,
     node: Arc<Node>,
     router: Router,
+    switch: Option<Arc<Switch>>,
     metrics: Arc<PacketMetrics>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 65_536];
     loop {
         let n = tun.recv(&mut buf).await?;
-        let packet = &buf[..n];
-        let to = match router.route(packet) {
+        let (route, packet) = match switch.as_deref().map(|s| s.read_frame(&buf[..n])) {
+            None => (router.route(&buf[..n]), &buf[..n]),
+            Some(FromHost::Packet { route, packet }) => (route, packet),
+            Some(FromHost::Answer { kind, reply }) => {
+                match tun.try_send(&reply) {
+                    Ok(()) => metrics.answered[kind as usize].increment(1),
+                    Err(_) => metrics.dropped_device.increment(1),
+                }
+                continue;
+            }
+            Some(FromHost::Drop(kind)) => {
+                metrics.frames_dropped[kind as usize].increment(1);
+                continue;
+            }
+        };
+        let to = match route {
             Route::Node(to) => to,
             Route::NotIpv6 => {
                 metrics.ignored_not_ipv6.increment(1);
@@ -759,10 +870,11 @@ async fn read_device<D: Device>(
                 continue;
             }
         };
+        let len = packet.len() as u64;
         match node.send(to, Bytes::copy_from_slice(packet)) {
             Ok(()) => {
                 metrics.packets_out.increment(1);
-                metrics.bytes_out.increment(n as u64);
+                metrics.bytes_out.increment(len);
             }
             Err(err) => match err.kind() {
                 AddErrorKind::Overflow { .. } => metrics.dropped_full.increment(1),
@@ -772,6 +884,11 @@ async fn read_device<D: Device>(
             },
         }
     }
+}
+
+/// `02:00:00:00:00:0b`.
+fn format_mac(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
 }
 
 /// Copies the node's counts into metrics every second and logs losses.

@@ -266,3 +266,9 @@ fn sigterm_sends_what_is_pending_first() {
 fn ipv4_ping_and_transfer_with_an_ipv4_range() {
     ipv4_ping_and_transfer(&mut Net::new(6));
 }
+
+/// `--mode tap`: neighbours resolved without a call, IPv4 and IPv6 pings and a TCP transfer.
+#[test]
+fn tap_mode_answers_neighbours_locally_and_carries_ipv4_and_ipv6() {
+    tap_mode(&mut Net::new(7));
+}

@@ -108,3 +108,10 @@ fn a_transfer_over_cloudwatch_logs_survives_the_service_stopping_for_10_s() {
 fn ipv4_over_cloudwatch_logs_with_an_ipv4_range() {
     ipv4_ping_and_transfer(&mut Net::new_cwl(13));
 }
+
+/// `--mode tap` over CloudWatch Logs: neighbours resolved without a call, IPv4 and IPv6 pings
+/// and a TCP transfer.
+#[test]
+fn tap_mode_over_cloudwatch_logs() {
+    tap_mode(&mut Net::new_cwl(15));
+}

@@ -153,35 +153,62 @@ async fn store_problems_are_explained_before_any_device_is_made() {
 }
 
 /// Without CAP_NET_ADMIN (taken away with `setpriv`, as an unprivileged user would lack it),
-/// creating the device fails with a message saying what it needs.
+/// creating the device fails with a message saying what it needs, TUN or TAP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_permission_for_the_device_is_explained() {
     let (server, dir) = server_with_bucket("perm").await;
+    for (mode, kind) in [("tun", "TUN device"), ("tap", "TAP device")] {
+        let endpoint = server.endpoint_url();
+        let output = tokio::task::spawn_blocking(move || {
+            tunnel_up_under(
+                &[
+                    "setpriv",
+                    "--bounding-set=-net_admin",
+                    "--inh-caps=-net_admin",
+                ],
+                &[
+                    "--link",
+                    "s3://present/net",
+                    "--endpoint-url",
+                    &endpoint,
+                    "--path-style",
+                    "--node-id",
+                    "a",
+                    "--mode",
+                    mode,
+                    "--device",
+                    "tunperm%d",
+                ],
+                local_s3::SECRET_KEY,
+            )
+        })
+        .await
+        .unwrap();
+        assert_refused(&output, &["no permission", kind, "CAP_NET_ADMIN"]);
+    }
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TAP device that cannot be made (its name is the loopback device's) is refused with the
+/// system's reason, naming the device, and nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_device_that_cannot_be_made_is_explained() {
+    let (server, dir) = server_with_bucket("tap").await;
     let endpoint = server.endpoint_url();
     let output = tokio::task::spawn_blocking(move || {
-        tunnel_up_under(
-            &[
-                "setpriv",
-                "--bounding-set=-net_admin",
-                "--inh-caps=-net_admin",
-            ],
-            &[
-                "--link",
-                "s3://present/net",
-                "--endpoint-url",
-                &endpoint,
-                "--path-style",
-                "--node-id",
-                "a",
-                "--device",
-                "tunperm%d",
-            ],
-            local_s3::SECRET_KEY,
-        )
+        let mut args = local_args("s3://present/net", &endpoint, "lo").to_vec();
+        args.extend(["--mode", "tap"]);
+        tunnel_up(&args, local_s3::SECRET_KEY)
     })
     .await
     .unwrap();
-    assert_refused(&output, &["no permission", "CAP_NET_ADMIN"]);
+    assert_refused(&output, &["creating the TAP device \"lo\""]);
+    let lo = Command::new("ip")
+        .args(["link", "show", "lo"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&lo.stdout).contains("LOOPBACK"));
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

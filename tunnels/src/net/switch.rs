@@ -166,7 +166,7 @@ impl Dropped {
 /// frame.extend_from_slice(&[0x86, 0xdd]);
 /// frame.extend_from_slice(&ping);
 /// assert_eq!(
-///     switch.from_host(&frame),
+///     switch.read_frame(&frame),
 ///     FromHost::Packet { route: Route::Node(0xb), packet: &ping[..] },
 /// );
 /// // b's answer, delivered by the link, is written to the device as a frame from b's MAC.
@@ -208,7 +208,7 @@ impl Switch {
     }
 
     /// What to do with `frame`, read from the device. Never panics, whatever the bytes.
-    pub fn from_host<'a>(&self, frame: &'a [u8]) -> FromHost<'a> {
+    pub fn read_frame<'a>(&self, frame: &'a [u8]) -> FromHost<'a> {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             return FromHost::Drop(Dropped::Malformed);
         };
@@ -239,7 +239,7 @@ impl Switch {
             if dst.0 != mac_of(to) {
                 return FromHost::Drop(Dropped::WrongMac);
             }
-            if src.is_unicast() && self.from_us(packet) {
+            if src.is_unicast() && self.sent_by_us(packet) {
                 self.host_mac.store(mac_to_u64(src.0), Ordering::Relaxed);
             }
         }
@@ -247,7 +247,7 @@ impl Switch {
     }
 
     /// Whether `packet` (a valid IPv4 or IPv6 packet) comes from this node's own address.
-    fn from_us(&self, packet: &[u8]) -> bool {
+    fn sent_by_us(&self, packet: &[u8]) -> bool {
         match Ipv6::new_checked(packet) {
             Some(v6) => v6.src() == self.router.addr(),
             None => {
@@ -455,7 +455,7 @@ mod tests {
         let mut padded = frame(mac_of(B), mac_of(A), 0x86dd, &ping);
         padded.extend_from_slice(&[0; 6]);
         assert_eq!(
-            s.from_host(&padded),
+            s.read_frame(&padded),
             FromHost::Packet {
                 route: Route::Node(B),
                 packet: &ping[..]
@@ -463,7 +463,7 @@ mod tests {
         );
         let v4 = ipv4(addr4(A), addr4(B), 1, &[8, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(
-            s.from_host(&frame(mac_of(B), mac_of(A), 0x0800, &v4)),
+            s.read_frame(&frame(mac_of(B), mac_of(A), 0x0800, &v4)),
             FromHost::Packet {
                 route: Route::Node(B),
                 packet: &v4[..]
@@ -473,7 +473,7 @@ mod tests {
         // mode, whatever the MAC address.
         let outside = ip::echo_request(addr6(A), "fd00::b".parse().unwrap(), 7, 1, b"x");
         assert!(matches!(
-            s.from_host(&frame(mac_of(B), mac_of(A), 0x86dd, &outside)),
+            s.read_frame(&frame(mac_of(B), mac_of(A), 0x86dd, &outside)),
             FromHost::Packet {
                 route: Route::Outside,
                 ..
@@ -482,7 +482,7 @@ mod tests {
         // IPv4 in a network without a range: not carried, as in TUN mode.
         let v6_only = Switch::new(Router::new(NET, A), mac_of(A));
         assert!(matches!(
-            v6_only.from_host(&frame(mac_of(B), mac_of(A), 0x0800, &v4)),
+            v6_only.read_frame(&frame(mac_of(B), mac_of(A), 0x0800, &v4)),
             FromHost::Packet {
                 route: Route::NotIpv6,
                 ..
@@ -495,7 +495,7 @@ mod tests {
         let ping = ip::echo_request(addr6(A), addr6(B), 7, 1, b"ping");
         let other = [0x02, 0, 0, 0, 0, 0x0c];
         assert_eq!(
-            switch(A).from_host(&frame(other, mac_of(A), 0x86dd, &ping)),
+            switch(A).read_frame(&frame(other, mac_of(A), 0x86dd, &ping)),
             FromHost::Drop(Dropped::WrongMac)
         );
     }
@@ -553,7 +553,7 @@ mod tests {
             (me[..5].to_vec(), Dropped::Malformed),
         ];
         for (i, (frame, kind)) in cases.iter().enumerate() {
-            assert_eq!(s.from_host(frame), FromHost::Drop(*kind), "case {i}");
+            assert_eq!(s.read_frame(frame), FromHost::Drop(*kind), "case {i}");
         }
         // Every kind has its own name.
         let names: std::collections::HashSet<_> = Dropped::ALL.iter().map(|d| d.as_str()).collect();
@@ -569,7 +569,7 @@ mod tests {
         request.extend_from_slice(&[0; 6]);
         request.extend_from_slice(&addr4(B).octets());
         let FromHost::Answer { kind, reply } =
-            s.from_host(&frame(BROADCAST, mac_of(A), 0x0806, &request))
+            s.read_frame(&frame(BROADCAST, mac_of(A), 0x0806, &request))
         else {
             panic!("not answered");
         };
@@ -578,7 +578,7 @@ mod tests {
         // A unicast request (the kernel refreshing a stale entry) is answered too.
         let refresh = frame(mac_of(B), mac_of(A), 0x0806, &request);
         assert!(matches!(
-            s.from_host(&refresh),
+            s.read_frame(&refresh),
             FromHost::Answer {
                 kind: Answered::Arp,
                 ..
@@ -593,7 +593,7 @@ mod tests {
         // The node's address on a bridge (or in a container behind it) with a MAC of its own.
         let bridge = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
         let ping = ip::echo_request(addr6(A), addr6(B), 7, 1, b"ping");
-        let _ = s.from_host(&frame(mac_of(B), bridge, 0x86dd, &ping));
+        let _ = s.read_frame(&frame(mac_of(B), bridge, 0x86dd, &ping));
         assert_eq!(s.host_mac(), bridge);
         let mut out = Vec::new();
         s.to_host(B, &ping, &mut out);
@@ -607,24 +607,24 @@ mod tests {
             1,
             b"x",
         );
-        let _ = s.from_host(&frame(mac_of(B), stranger, 0x86dd, &spoof));
+        let _ = s.read_frame(&frame(mac_of(B), stranger, 0x86dd, &spoof));
         let v4 = ipv4(
             Ipv4Addr::new(10, 77, 0, 99),
             addr4(B),
             1,
             &[8, 0, 0, 0, 0, 0, 0, 0],
         );
-        let _ = s.from_host(&frame(mac_of(B), stranger, 0x0800, &v4));
+        let _ = s.read_frame(&frame(mac_of(B), stranger, 0x0800, &v4));
         assert_eq!(s.host_mac(), bridge);
         let ours = ipv4(addr4(A), addr4(B), 1, &[8, 0, 0, 0, 0, 0, 0, 0]);
-        let _ = s.from_host(&frame(mac_of(B), stranger, 0x0800, &ours));
+        let _ = s.read_frame(&frame(mac_of(B), stranger, 0x0800, &ours));
         assert_eq!(s.host_mac(), stranger, "now it holds our IPv4 address");
     }
 
     proptest! {
         #[test]
         fn any_bytes_get_an_answer_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = switch(A).from_host(&bytes);
+            let _ = switch(A).read_frame(&bytes);
         }
 
         /// A packet from A's host to B's MAC address reaches B's host as the same packet, in a
@@ -645,8 +645,8 @@ mod tests {
                 ipv6(addr6(a), addr6(b), 17, &data)
             };
             let ethertype = if v4 { 0x0800 } else { 0x86dd };
-            let from_host = frame(mac_of(b), mac_of(a), ethertype, &packet);
-            let FromHost::Packet { route, packet: carried } = sa.from_host(&from_host) else {
+            let written = frame(mac_of(b), mac_of(a), ethertype, &packet);
+            let FromHost::Packet { route, packet: carried } = sa.read_frame(&written) else {
                 panic!("not carried");
             };
             prop_assert_eq!(route, Route::Node(b));

@@ -225,8 +225,14 @@ impl Net {
         SocketAddr::from((ip, 9100))
     }
 
-    /// Starts `tunnel up` in namespace `side` as node `id`, and waits until it is up.
+    /// Starts `tunnel up` in namespace `side` as node `id`, and waits until it is up. Its device
+    /// is `tun0`, or `tap0` with `--mode tap` among `extra`.
     pub(crate) fn up(&mut self, side: usize, id: u64, extra: &[&str]) {
+        let device = if extra.windows(2).any(|w| w == ["--mode", "tap"]) {
+            "tap0"
+        } else {
+            "tun0"
+        };
         let endpoint = format!("http://{}", self.server_addr);
         let (link, keys) = match self.backend {
             Backend::S3 => (
@@ -255,7 +261,7 @@ impl Net {
             "--region",
             "us-east-1",
             "--device",
-            "tun0",
+            device,
             "--metrics",
             &metrics,
         ];
@@ -568,6 +574,118 @@ pub(crate) fn ipv4_ping_and_transfer(net: &mut Net) {
     assert_eq!((bytes, digest), (2_000_000, expected));
 }
 
+/// What `ping` printed, its errors included.
 pub(crate) fn received(ping: &Output) -> String {
-    String::from_utf8_lossy(&ping.stdout).into_owned()
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&ping.stdout),
+        String::from_utf8_lossy(&ping.stderr)
+    )
+}
+
+/// The kind label of the calls that send (PutObject, PutLogEvents) on `net`'s service.
+pub(crate) fn send_kind(net: &Net) -> &'static str {
+    match net.backend {
+        Backend::S3 => "kind=\"put\"",
+        Backend::Cwl => "kind=\"put_log_events\"",
+    }
+}
+
+/// Both nodes up with `--mode tap --ipv4 10.77.0.0/16`: each namespace resolves its peer's
+/// IPv4 and IPv6 addresses to the peer's MAC address with no call made (the nodes answer
+/// ARP and neighbour solicitations themselves), then IPv4 and IPv6 pings and a TCP transfer
+/// cross, intact.
+pub(crate) fn tap_mode(net: &mut Net) {
+    let tap = ["--mode", "tap", "--ipv4", "10.77.0.0/16"];
+    net.up(0, NODE_A, &tap);
+    net.up(1, NODE_B, &tap);
+    let link = net.exec(1, &["ip", "link", "show", "dev", "tap0"]);
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(link.contains("link/ether 02:00:00:00:00:0b"), "{link}");
+
+    let sends = |net: &Net| {
+        let kind = send_kind(net);
+        net.metric(0, &labels("tunnel_store_calls_total", NODE_A, kind))
+            + net.metric(1, &labels("tunnel_store_calls_total", NODE_B, kind))
+    };
+    let before = sends(net);
+    // The kernel resolves a managed neighbour by itself, without a packet to send: what it
+    // learns comes from ARP and neighbour discovery alone.
+    let peers = [(0, NODE_B, "10.77.0.11"), (1, NODE_A, "10.77.0.10")];
+    for (side, peer, ipv4) in peers {
+        for addr in [ipv4.to_owned(), node_addr(peer)] {
+            let add = ["ip", "neigh", "add", &addr, "dev", "tap0", "managed"];
+            let out = net.exec(side, &add);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    for (side, peer, ipv4) in peers {
+        let mac = format!("lladdr 02:00:00:00:00:{peer:02x}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let table = net.exec(side, &["ip", "neigh", "show", "dev", "tap0"]);
+            let table = String::from_utf8_lossy(&table.stdout).into_owned();
+            let resolved = |addr: &str| {
+                table
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{addr} ")) && l.contains(&mac))
+            };
+            if resolved(ipv4) && resolved(&node_addr(peer)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "namespace {side} did not resolve its peer:\n{table}\n{}",
+                net.logs()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // Polls go on; no send was made.
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(sends(net), before, "a call was made to resolve a neighbour");
+    for (side, node) in [(0, NODE_A), (1, NODE_B)] {
+        for kind in ["kind=\"arp\"", "kind=\"ndp\""] {
+            let answered = labels("tunnel_frames_answered_total", node, kind);
+            assert!(net.metric(side, &answered) >= 1.0, "{answered}");
+        }
+        // The kernel's own multicast (its duplicate address detection, at least) is dropped.
+        let dropped = labels("tunnel_frames_dropped_total", node, "kind=\"ndp\"");
+        assert!(net.metric(side, &dropped) >= 1.0, "{dropped}");
+    }
+
+    let ping6 = ping(net, 0, NODE_B, 2);
+    assert!(
+        ping6.status.success(),
+        "{}\n{}",
+        received(&ping6),
+        net.logs()
+    );
+    let ping4 = [
+        "ping",
+        "-4",
+        "-n",
+        "-c",
+        "2",
+        "-i",
+        "0.5",
+        "-w",
+        "60",
+        "10.77.0.11",
+    ];
+    let ping4 = net.exec(0, &ping4);
+    assert!(
+        ping4.status.success(),
+        "{}\n{}",
+        received(&ping4),
+        net.logs()
+    );
+    let transfer = Transfer::start(net, 0, 1, NODE_B, 2_000_000);
+    let (bytes, digest, expected, _) = transfer.finish(Duration::from_secs(120));
+    assert_eq!((bytes, digest), (2_000_000, expected));
+    assert!(sends(net) > before);
 }
