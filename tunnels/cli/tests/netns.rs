@@ -272,3 +272,82 @@ fn ipv4_ping_and_transfer_with_an_ipv4_range() {
 fn tap_mode_answers_neighbours_locally_and_carries_ipv4_and_ipv6() {
     tap_mode(&mut Net::new(7));
 }
+
+/// A TUN node and a TAP node share one network; the TAP device still works as a port of a
+/// bridge that holds the node's addresses (the README's bridging recipe).
+#[test]
+fn a_tun_node_and_a_bridged_tap_node_share_a_network() {
+    let mut net = Net::new(8);
+    net.up(0, NODE_A, &["--ipv4", "10.77.0.0/16"]);
+    net.up(1, NODE_B, &["--mode", "tap", "--ipv4", "10.77.0.0/16"]);
+    let ping6 = ping(&net, 0, NODE_B, 2);
+    assert!(
+        ping6.status.success(),
+        "{}\n{}",
+        received(&ping6),
+        net.logs()
+    );
+
+    // The recipe: a bridge with a MAC address of its own, the TAP device its port, the node's
+    // addresses moved from the device to the bridge.
+    let (v6, v4) = (format!("{}/64", node_addr(NODE_B)), "10.77.0.11/16");
+    for step in [
+        vec![
+            "ip",
+            "link",
+            "add",
+            "br0",
+            "address",
+            "52:54:00:12:34:56",
+            "type",
+            "bridge",
+        ],
+        vec!["ip", "link", "set", "tap0", "master", "br0"],
+        vec!["ip", "addr", "del", &v6, "dev", "tap0"],
+        vec!["ip", "addr", "del", v4, "dev", "tap0"],
+        vec!["ip", "addr", "add", &v6, "dev", "br0", "nodad"],
+        vec!["ip", "addr", "add", v4, "dev", "br0"],
+        vec!["ip", "link", "set", "br0", "up"],
+    ] {
+        let out = net.exec(1, &step);
+        assert!(
+            out.status.success(),
+            "{step:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for args in [
+        vec![
+            "ping",
+            "-6",
+            "-n",
+            "-c",
+            "2",
+            "-i",
+            "0.5",
+            "-w",
+            "60",
+            &node_addr(NODE_A),
+        ],
+        vec![
+            "ping",
+            "-4",
+            "-n",
+            "-c",
+            "2",
+            "-i",
+            "0.5",
+            "-w",
+            "60",
+            "10.77.0.10",
+        ],
+    ] {
+        let out = net.exec(1, &args);
+        assert!(out.status.success(), "{}\n{}", received(&out), net.logs());
+    }
+    let back = ping(&net, 0, NODE_B, 2);
+    assert!(back.status.success(), "{}\n{}", received(&back), net.logs());
+    let transfer = Transfer::start(&net, 0, 1, NODE_B, 1_000_000);
+    let (bytes, digest, expected, _) = transfer.finish(Duration::from_secs(120));
+    assert_eq!((bytes, digest), (1_000_000, expected));
+}
