@@ -182,8 +182,10 @@ Metrics (--metrics), each labelled with the node id:
                                                 node's --read-rate being spent
   cardio_interval_seconds{heartbeat=\"tunnel-poll\"}  the current interval between polls
 
-Logs go to standard error; RUST_LOG sets the level (error, warn, info, debug, trace), also per
-module (RUST_LOG=info,tunnels=debug).";
+Logs go to standard error: the tunnel's own lines from info, the AWS SDK's errors only (its
+warnings are its provider chains and retries, which the tunnel reports in its own words).
+RUST_LOG sets the level (error, warn, info, debug, trace), also per module
+(RUST_LOG=info,tunnels=debug; RUST_LOG=info,aws_config=debug shows how credentials were found).";
 
 /// `--mode`: the kind of device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -487,12 +489,19 @@ fn deliver<D: Device>(
     }
 }
 
-fn init_logs() -> Result<(), String> {
+/// The log filter without RUST_LOG: our own lines from `info`, other crates' warnings, and the
+/// AWS SDK's errors only: its warnings are its provider chains and retries (a line of a
+/// thousand characters when instance metadata is absent), which the tunnel reports itself,
+/// in its own words.
+pub(crate) const DEFAULT_LOGS: &str =
+    "warn,aws=error,tunnel=info,tunnels=info,cardio=info,bundler=info";
+
+pub(crate) fn init_logs() -> Result<(), String> {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
     let directives = std::env::var("RUST_LOG").unwrap_or_default();
     let filter: Targets = if directives.trim().is_empty() {
-        "info".parse()
+        DEFAULT_LOGS.parse()
     } else {
         directives.parse()
     }
@@ -621,6 +630,8 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
             if store.region().is_none() {
                 return Err(no_region());
             }
+            let found = store.credentials().await.map_err(|e| e.to_string())?;
+            info!(provider = %found.provider, access_key = %found.access_key_id, "credentials");
             store.check(prefix).await.map_err(problem)?;
             let strategy = match args.strategy.unwrap_or(StrategyArg::Auto) {
                 StrategyArg::Auto => Strategy::Auto,
@@ -656,6 +667,8 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
             if store.region().is_none() {
                 return Err(no_region());
             }
+            let found = store.credentials().await.map_err(|e| e.to_string())?;
+            info!(provider = %found.provider, access_key = %found.access_key_id, "credentials");
             let link = CwlLink::new(
                 store,
                 me,

@@ -317,3 +317,51 @@ async fn a_node_id_outside_the_ipv4_range_is_explained() {
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `tunnel up` as a new user runs it with nothing configured (no AWS variables, no profile
+/// files): the first line it prints names the real problem, missing credentials or a missing
+/// region, on either link, with no line from the SDK before it.
+#[test]
+fn missing_credentials_and_region_are_the_first_line() {
+    let home = std::env::temp_dir().join(format!("tunnel-home-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    let first_line = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_tunnel"))
+            .arg("up")
+            .args(args)
+            .env_clear()
+            .env("HOME", &home)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let text = stderr(&output);
+        text.lines().next().unwrap_or_default().to_owned()
+    };
+    for link in [
+        &["--link", "s3://xyz/y", "--path-style"][..],
+        &["--link", "cwl://xyz/y"][..],
+    ] {
+        let mut args = link.to_vec();
+        args.extend(["--endpoint-url", "http://127.0.0.1:1", "--node-id", "a"]);
+        let no_region = first_line(&args);
+        assert!(
+            no_region.starts_with("tunnel: no region: give --region"),
+            "{no_region}"
+        );
+        args.extend(["--region", "us-east-1"]);
+        let no_credentials = first_line(&args);
+        for part in [
+            "tunnel: no AWS credentials: the standard chain looked in the environment",
+            "~/.aws/credentials",
+            "instance metadata",
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        ] {
+            assert!(
+                no_credentials.contains(part),
+                "{part:?} not in {no_credentials}"
+            );
+        }
+        assert!(!no_credentials.contains("cannot reach"), "{no_credentials}");
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -40,6 +40,8 @@ mod stats;
 pub use cost::{Meter, OpUsage, Price, Prices, Usage};
 pub use memory::{MemoryLink, MemoryNetwork};
 pub use retry::{Retry, RetryPolicy, Retryable};
+#[cfg(feature = "aws")]
+pub use sdk::FoundCredentials;
 pub use sequencer::{RETIRE_AFTER, Sequencer, Skipped, Verdict};
 pub(crate) use stats::{Ledger, Outcome};
 pub use stats::{LinkStats, metric_names};
@@ -181,6 +183,8 @@ pub enum StoreErrorKind {
     /// The service refused the request as malformed: a call outside its limits, or a token it
     /// no longer takes (CloudWatch Logs' `InvalidParameterException`). Not retried.
     BadRequest,
+    /// The standard chain found no credentials (or a profile it was told to use is broken).
+    NoCredentials,
     /// Anything else; not retried.
     Other,
 }
@@ -215,6 +219,7 @@ impl fmt::Display for StoreError {
             StoreErrorKind::Unavailable => "store unavailable",
             StoreErrorKind::NoSuchBucket => "no such bucket",
             StoreErrorKind::AccessDenied => "access denied",
+            StoreErrorKind::NoCredentials => "no AWS credentials",
             StoreErrorKind::NotFound => "not found",
             StoreErrorKind::BadRequest => "bad request",
             StoreErrorKind::Other => "store error",

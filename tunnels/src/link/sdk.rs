@@ -13,6 +13,104 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
+use super::{StoreError, StoreErrorKind};
+
+/// The credentials the standard chain found, as a start-up check reports them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FoundCredentials {
+    /// The SDK's name of the provider that gave them (`Environment`, `ProfileFile`,
+    /// `IMDSv2`, ...).
+    pub provider: String,
+    /// The access key id (not secret: it names the key, as IAM lists it).
+    pub access_key_id: String,
+}
+
+impl std::fmt::Debug for FoundCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FoundCredentials")
+            .field("provider", &self.provider)
+            .field("access_key_id", &self.access_key_id)
+            .finish()
+    }
+}
+
+/// Where the standard chain looks, in its order, for a message that says what to set.
+const CHAIN: &str = "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), the shared \
+    files (~/.aws/credentials and ~/.aws/config, or AWS_SHARED_CREDENTIALS_FILE and \
+    AWS_CONFIG_FILE; the profile of --profile or AWS_PROFILE, else `default`), web identity (AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN), a \
+    container's credentials (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI), and the EC2 \
+    instance's role (instance metadata)";
+
+/// Asks `provider` (a client's credential chain) for credentials once, so that their absence
+/// shows at start as what it is, not as a failed call.
+///
+/// # Errors
+///
+/// [`StoreErrorKind::NoCredentials`], with where the chain looked and what to set.
+pub(crate) async fn find_credentials(
+    provider: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+) -> Result<FoundCredentials, StoreError> {
+    use aws_credential_types::provider::ProvideCredentials;
+    use aws_credential_types::provider::error::CredentialsError;
+
+    let none = |why: String| {
+        StoreError::new(
+            StoreErrorKind::NoCredentials,
+            format!(
+                "the standard chain looked in {CHAIN} and found none \
+                 ({why}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, give --profile \
+                 with keys in ~/.aws/credentials, or run where a role is attached"
+            ),
+        )
+    };
+    let Some(provider) = provider else {
+        return Err(none("no provider configured".into()));
+    };
+    match provider.provide_credentials().await {
+        Ok(credentials) => {
+            // The provider's name is only in the Debug form (the secret is redacted there).
+            let debug = format!("{credentials:?}");
+            let provider = debug
+                .split("provider_name: \"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("the standard chain")
+                .to_owned();
+            Ok(FoundCredentials {
+                provider,
+                access_key_id: credentials.access_key_id().to_owned(),
+            })
+        }
+        // A profile that names what does not work: the fix is in the profile.
+        Err(err @ CredentialsError::InvalidConfiguration(_)) => Err(StoreError::new(
+            StoreErrorKind::NoCredentials,
+            format!(
+                "the credential configuration is invalid: {} (check --profile, AWS_PROFILE and \
+                 the shared files)",
+                chain_of_causes(&err)
+            ),
+        )),
+        // Otherwise the chain ran to its end (the instance metadata, last, failing or
+        // refusing) with nothing found before it.
+        Err(err) => Err(none(chain_of_causes(&err))),
+    }
+}
+
+/// An error and its sources, joined by `: `.
+fn chain_of_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
 /// Where and as whom a store calls, beside the standard chain.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Connect<'a> {
@@ -70,15 +168,6 @@ where
                 e.message().unwrap_or("no message")
             )
         }
-        other => {
-            let mut message = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(cause) = source {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            message
-        }
+        other => chain_of_causes(other),
     }
 }

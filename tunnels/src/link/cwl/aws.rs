@@ -44,6 +44,8 @@ pub struct CwlStoreConfig {
 #[derive(Debug, Clone)]
 pub struct CwlStore {
     client: Client,
+    /// The chain the client signs with, for [`CwlStore::credentials`].
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl CwlStore {
@@ -59,6 +61,7 @@ impl CwlStore {
         .await;
         CwlStore {
             client: Client::new(&shared),
+            credentials: shared.credentials_provider(),
         }
     }
 
@@ -70,6 +73,17 @@ impl CwlStore {
     /// The region the client signs for, if the configuration named one.
     pub fn region(&self) -> Option<&str> {
         self.client.config().region().map(|r| r.as_ref())
+    }
+
+    /// Asks the credential chain for credentials once (no call to the service): which
+    /// provider gave them, or where the chain looked when it found none.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::NoCredentials`](crate::link::StoreErrorKind::NoCredentials), saying
+    /// where the chain looked and what to set.
+    pub async fn credentials(&self) -> Result<crate::link::FoundCredentials, StoreError> {
+        crate::link::sdk::find_credentials(self.credentials.clone()).await
     }
 }
 

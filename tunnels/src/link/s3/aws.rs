@@ -49,6 +49,8 @@ pub struct S3Store {
     /// Set by [`S3Store::check`] when S3 answers a GET of a missing key with 403: the caller
     /// may read the prefix's objects but not list the bucket unconditionally.
     forbidden_is_missing: Arc<AtomicBool>,
+    /// The chain the client signs with, for [`S3Store::credentials`].
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl S3Store {
@@ -69,6 +71,7 @@ impl S3Store {
             client: Client::from_conf(s3),
             bucket: config.bucket.clone(),
             forbidden_is_missing: Arc::new(AtomicBool::new(false)),
+            credentials: shared.credentials_provider(),
         }
     }
 
@@ -80,6 +83,17 @@ impl S3Store {
     /// The region the client signs for, if the configuration named one.
     pub fn region(&self) -> Option<&str> {
         self.client.config().region().map(|r| r.as_ref())
+    }
+
+    /// Asks the credential chain for credentials once (no call to the service): which
+    /// provider gave them, or where the chain looked when it found none.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::NoCredentials`](crate::link::StoreErrorKind::NoCredentials), saying
+    /// where the chain looked and what to set.
+    pub async fn credentials(&self) -> Result<crate::link::FoundCredentials, StoreError> {
+        crate::link::sdk::find_credentials(self.credentials.clone()).await
     }
 
     /// The bucket.
