@@ -34,6 +34,50 @@ pub(crate) struct DemoArgs {
     dir: Option<PathBuf>,
 }
 
+/// How often the idle phase says where it is: every 5 s, or every second for a short one.
+fn progress_step(idle: Duration) -> Duration {
+    if idle < Duration::from_secs(10) {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    }
+}
+
+/// Waits until `until` after `started`, printing a line every [`progress_step`]: the seconds
+/// idle so far, the calls both nodes made so far and the current poll interval.
+async fn idle_until(
+    started: tokio::time::Instant,
+    until: Duration,
+    idle: Duration,
+    links: &[&S3Link<S3Store>],
+    node: &Node,
+) {
+    let step = progress_step(idle);
+    loop {
+        let elapsed = started.elapsed();
+        if elapsed >= until {
+            return;
+        }
+        // The next whole step, or the end of this stretch.
+        let next = Duration::from_secs((elapsed.as_secs() / step.as_secs() + 1) * step.as_secs());
+        if next > until {
+            tokio::time::sleep_until(started + until).await;
+            return;
+        }
+        tokio::time::sleep_until(started + next).await;
+        if next >= idle {
+            return;
+        }
+        println!(
+            "  idle {}/{} s: {} calls so far, polling every {:.1} s",
+            next.as_secs(),
+            idle.as_secs(),
+            usage(links).total_calls(),
+            node.heart().interval().as_secs_f64()
+        );
+    }
+}
+
 const NODE_A: NodeId = 0xa;
 const NODE_B: NodeId = 0xb;
 const BUCKET: &str = "tunnel-demo";
@@ -60,6 +104,15 @@ fn usage(links: &[&S3Link<S3Store>]) -> Usage {
 }
 
 pub(crate) async fn demo(args: DemoArgs) -> Result<(), String> {
+    // The pings, the last reply's wait, and the idle phase.
+    let about = args.interval * u32::from(args.count) + Duration::from_secs(2) + args.idle;
+    println!(
+        "tunnel demo: {} pings {:?} apart, then {:?} idle: about {:.0} s in all",
+        args.count,
+        args.interval,
+        args.idle,
+        about.as_secs_f64()
+    );
     let dir = match args.dir {
         Some(path) => DemoDir {
             path,
@@ -197,12 +250,18 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<(), String> {
         per_day(active_cost, active)
     );
 
-    println!("\nidle for {:?}...", args.idle);
-    tokio::time::sleep(args.idle / 2).await;
+    println!(
+        "\nidle for {:?}, measuring what a node at rest costs (a line every {:?})...",
+        args.idle,
+        progress_step(args.idle)
+    );
+    let started = tokio::time::Instant::now();
+    let links: [&S3Link<S3Store>; 2] = [&link_a, &link_b];
+    idle_until(started, args.idle / 2, args.idle, &links, &node_a).await;
     // Measure the second half: the first is the heart slowing down.
-    let (before, cost_before) = (usage(&[&link_a, &link_b]), link_a.cost() + link_b.cost());
+    let (before, cost_before) = (usage(&links), link_a.cost() + link_b.cost());
     let window = args.idle - args.idle / 2;
-    tokio::time::sleep(window).await;
+    idle_until(started, args.idle, args.idle, &links, &node_a).await;
     let idle_calls = &usage(&[&link_a, &link_b]) - &before;
     let idle_cost = link_a.cost() + link_b.cost() - cost_before;
     println!(

@@ -36,6 +36,13 @@ fn the_demo_pings_across_and_reports_costs() {
         stdout.contains("PUT") && stdout.contains("per node per day"),
         "{stdout}"
     );
+    // It says at once how long it takes, and shows progress while it idles.
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("tunnel demo: 3 pings 200ms apart, then 2s idle: about"),
+        "{first}"
+    );
+    assert!(stdout.contains("\n  idle 1/2 s: "), "{stdout}");
 }
 
 #[test]
