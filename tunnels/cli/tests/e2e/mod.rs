@@ -228,6 +228,11 @@ impl Net {
     /// Starts `tunnel up` in namespace `side` as node `id`, and waits until it is up. Its device
     /// is `tun0`, or `tap0` with `--mode tap` among `extra`.
     pub(crate) fn up(&mut self, side: usize, id: u64, extra: &[&str]) {
+        self.up_under(side, id, extra, &[]);
+    }
+
+    /// The same, the binary started by `wrapper` (such as `setpriv ...`) inside the namespace.
+    pub(crate) fn up_under(&mut self, side: usize, id: u64, extra: &[&str], wrapper: &[&str]) {
         let device = if extra.windows(2).any(|w| w == ["--mode", "tap"]) {
             "tap0"
         } else {
@@ -246,10 +251,9 @@ impl Net {
         };
         let node_id = format!("{id:x}");
         let metrics = self.metrics_addr(side).to_string();
-        let mut args = vec![
-            "netns",
-            "exec",
-            self.ns(side),
+        let mut args = vec!["netns", "exec", self.ns(side)];
+        args.extend_from_slice(wrapper);
+        args.extend_from_slice(&[
             env!("CARGO_BIN_EXE_tunnel"),
             "up",
             "--link",
@@ -264,7 +268,7 @@ impl Net {
             device,
             "--metrics",
             &metrics,
-        ];
+        ]);
         if self.backend == Backend::S3 {
             args.push("--path-style");
         }
