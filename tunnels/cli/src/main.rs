@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod check;
 mod demo;
 mod up;
 
@@ -35,6 +36,20 @@ enum Command {
     /// trip, then the calls by kind and what they would cost on S3 Standard, while active and
     /// while idle.
     Demo(demo::DemoArgs),
+    /// Runs the start-up checks of `tunnel up` on their own and says, one line each, what
+    /// passed and how to fix what did not: the region, the credentials (and where they came
+    /// from), each call the link makes, tried under the prefix or in the log group, and the
+    /// device. Prints the least-privilege IAM policy for what the service refused. Exits with
+    /// 0 only when every check passed.
+    Check(check::CheckArgs),
+    /// Prints a completion script for a shell: `tunnel completions bash > \
+    /// /etc/bash_completion.d/tunnel`, or zsh (into a directory of $fpath, as `_tunnel`), or
+    /// fish (~/.config/fish/completions/tunnel.fish).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Parses a duration as humantime writes them (`250ms`, `1s`, `2m`, `1h30m`), or a plain
@@ -64,6 +79,17 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up::up(*args).await,
             Command::Demo(args) => demo::demo(args).await,
+            Command::Check(args) => check::check(args).await,
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "tunnel",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
         }
     });
     // Don't wait for tasks blocked in the SDK or on the device.

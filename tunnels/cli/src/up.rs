@@ -189,7 +189,7 @@ RUST_LOG sets the level (error, warn, info, debug, trace), also per module
 
 /// `--mode`: the kind of device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Mode {
+pub(crate) enum Mode {
     /// IP packets.
     Tun,
     /// Ethernet frames.
@@ -197,7 +197,7 @@ enum Mode {
 }
 
 impl Mode {
-    fn device_kind(self) -> &'static str {
+    pub(crate) fn device_kind(self) -> &'static str {
         match self {
             Mode::Tun => "TUN",
             Mode::Tap => "TAP",
@@ -237,7 +237,7 @@ impl std::fmt::Display for LinkUrl {
 }
 
 /// Picks the link from the address's scheme.
-fn parse_link(text: &str) -> Result<LinkUrl, String> {
+pub(crate) fn parse_link(text: &str) -> Result<LinkUrl, String> {
     match text.split_once("://") {
         Some(("s3", rest)) => parse_s3(rest),
         Some(("cwl", rest)) => parse_cwl(rest),
@@ -557,7 +557,7 @@ fn store_problem(err: &StoreError, link: &LinkUrl, endpoint: Option<&str>) -> St
     }
 }
 
-fn device_problem(err: &std::io::Error, mode: Mode, device: &str) -> String {
+pub(crate) fn device_problem(err: &std::io::Error, mode: Mode, device: &str) -> String {
     let kind = mode.device_kind();
     match err.kind() {
         std::io::ErrorKind::PermissionDenied => format!(
