@@ -1,9 +1,11 @@
 //! The wire format's cost: encoding and checking a batch, and the two text forms (base64 and
-//! Z85) that a text-only transport such as CloudWatch Logs would carry.
+//! Z85) that a text-only transport such as CloudWatch Logs would carry, and sealing a batch
+//! (and opening it) with the network's key.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tunnels::wire::sealed::{self, Key, Keys, Place};
 use tunnels::wire::text::{self, TextEncoding};
 use tunnels::wire::{Batch, Header};
 
@@ -43,6 +45,21 @@ fn wire(c: &mut Criterion) {
             let batch = Batch::new_checked(black_box(&encoded[..])).expect("valid");
             batch.frames().map(<[u8]>::len).sum::<usize>()
         })
+    });
+    // Sealing (XChaCha20-Poly1305 with the associated data of the batch's place), beside the
+    // plain encoding above: the cost a sealed network adds per batch.
+    let keys = Keys::new(Key::generate(), None).expect("one key");
+    let place = Place {
+        network: b"s3://bench/net/",
+        destination: 0xb,
+    };
+    let mut sealed = Vec::new();
+    group.bench_function("seal", |b| {
+        b.iter(|| sealed::seal(black_box(&encoded), &keys, &place, 1, &mut sealed).expect("valid"))
+    });
+    let mut opened = Vec::new();
+    group.bench_function("open", |b| {
+        b.iter(|| sealed::open(black_box(&sealed), &keys, &place, &mut opened).expect("authentic"))
     });
     group.finish();
 

@@ -40,3 +40,8 @@ fn cwl_corpus() {
 fn ether_corpus() {
     replay("ether", tunnels::fuzz::ether);
 }
+
+#[test]
+fn sealed_corpus() {
+    replay("sealed", tunnels::fuzz::sealed);
+}
