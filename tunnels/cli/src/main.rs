@@ -42,6 +42,11 @@ enum Command {
     /// device. Prints the least-privilege IAM policy for what the service refused. Exits with
     /// 0 only when every check passed.
     Check(check::CheckArgs),
+    /// Prints a new network key for `tunnel up --key-file`: one line, `tunnel-key ID BASE64`.
+    /// Save it to a file readable only by the tunnel (`tunnel keygen > /etc/tunnel/key; chmod
+    /// 600 /etc/tunnel/key`) and give every node of the network the same file. To rotate: put
+    /// the new key's line under the old one on every node, then above it, then remove the old.
+    Keygen,
     /// Prints a completion script for a shell: `tunnel completions bash > \
     /// /etc/bash_completion.d/tunnel`, or zsh (into a directory of $fpath, as `_tunnel`), or
     /// fish (~/.config/fish/completions/tunnel.fish).
@@ -80,6 +85,10 @@ fn main() -> ExitCode {
             Command::Up(args) => up::up(*args).await,
             Command::Demo(args) => demo::demo(args).await,
             Command::Check(args) => check::check(args).await,
+            Command::Keygen => {
+                println!("{}", tunnels::wire::sealed::Key::generate().to_line());
+                Ok(())
+            }
             Command::Completions { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(

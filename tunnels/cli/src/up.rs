@@ -14,11 +14,12 @@ use tracing::{debug, error, info, warn};
 use tunnels::device::{Device, Tap, Tun, TunConfig};
 use tunnels::link::cwl::{CwlLink, CwlLinkConfig, CwlStore, CwlStoreConfig};
 use tunnels::link::s3::{S3Link, S3LinkConfig, S3Store, S3StoreConfig, Strategy};
-use tunnels::link::{StoreError, StoreErrorKind};
+use tunnels::link::{Sealing, StoreError, StoreErrorKind};
 use tunnels::net::ether::{Ipv4Net, mac_of};
 use tunnels::net::switch::{Answered, Dropped, FromHost, Switch};
 use tunnels::net::{Accept, Route, Router};
 use tunnels::node::{Node, NodeConfig, NodeStats};
+use tunnels::wire::sealed::Keys;
 use tunnels::{Link, NodeId, Received};
 
 use crate::parse_duration;
@@ -146,6 +147,15 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "CALLS", default_value_t = 2.0)]
     read_rate: f64,
 
+    /// The network key file (`tunnel keygen > FILE`, mode 0600), the same on every node: every
+    /// batch is then sealed (XChaCha20-Poly1305, 48 bytes a batch), and what does not open
+    /// with it, or is older than this node's start, never reaches the device. A second key
+    /// line is accepted as well, for rotating keys. The environment variable TUNNEL_KEY may
+    /// hold the file's text instead. [default: not sealed: anyone who can read the bucket or
+    /// log group sees the packets, and anyone who can write there can inject them]
+    #[arg(long, value_name = "FILE", env = "TUNNEL_KEY_FILE")]
+    key_file: Option<std::path::PathBuf>,
+
     /// Serve Prometheus metrics on this address, such as 127.0.0.1:9100 (see below).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -168,6 +178,8 @@ Metrics (--metrics), each labelled with the node id:
   tunnel_batches_total{outcome}                 delivered, duplicate, rejected (bad objects), lost,
                                                 skipped (before the first batch met of a sender's
                                                 life: what this node took before a restart)
+                                                unauthentic (--key-file: another key, tampered,
+                                                moved, unsealed, or replayed from before start)
   tunnel_store_calls_total{kind}                calls (retries included): on S3 put, get, list,
                                                 delete; on CloudWatch Logs put_log_events,
                                                 get_log_events, create_log_stream,
@@ -572,6 +584,25 @@ pub(crate) fn device_problem(err: &std::io::Error, mode: Mode, device: &str) -> 
     }
 }
 
+/// The network's keys: from `file`, or from the environment variable TUNNEL_KEY; none if
+/// neither is given.
+pub(crate) fn load_keys(file: Option<&std::path::Path>) -> Result<Option<Keys>, String> {
+    let (text, from) = match file {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("reading the key file {}: {e}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => match std::env::var("TUNNEL_KEY") {
+            Ok(text) if !text.trim().is_empty() => (text, "TUNNEL_KEY".to_owned()),
+            _ => return Ok(None),
+        },
+    };
+    Keys::parse(&text)
+        .map(Some)
+        .map_err(|e| format!("the network key in {from}: {e}"))
+}
+
 /// Waits for SIGINT or SIGTERM; returns its name.
 async fn stop_signal() -> Result<&'static str, String> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -600,6 +631,24 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
     let me = match args.node_id {
         Some(id) => id,
         None => machine_node_id()?,
+    };
+    let sealing = match load_keys(args.key_file.as_deref())? {
+        Some(keys) => {
+            info!(
+                key = format_args!("{:04x}", keys.sealing().id()),
+                "traffic is sealed"
+            );
+            // The network's name in every seal: the link's address, the same on every node.
+            Some(Arc::new(Sealing::new(keys, args.link.to_string())))
+        }
+        None => {
+            warn!(
+                "traffic is not sealed: anyone who can read {} sees the packets, and anyone who \
+                 can write there can inject them (tunnel keygen, --key-file)",
+                args.link
+            );
+            None
+        }
     };
     // Before the link exists: it registers its metrics when it is made.
     if let Some(listen) = args.metrics {
@@ -645,6 +694,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
                 S3LinkConfig {
                     prefix: prefix.clone(),
                     strategy,
+                    sealing: sealing.clone(),
                     ..S3LinkConfig::default()
                 },
             );
@@ -677,6 +727,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
                     group: group.clone(),
                     prefix: prefix.clone(),
                     read_rate,
+                    sealing: sealing.clone(),
                     ..CwlLinkConfig::default()
                 },
             )?;

@@ -399,3 +399,153 @@ fn an_unprivileged_user_with_only_cap_net_admin_runs_the_tunnel() {
     let back = ping(&net, 1, NODE_A, 2);
     assert!(back.status.success(), "{}\n{}", received(&back), net.logs());
 }
+
+/// The network key (`--key-file`): two nodes holding it ping and transfer; a node with another
+/// key reaches neither device; a sealed batch moved to another inbox, replayed into the same
+/// inbox after it was read, or replayed after the receiver restarted, is refused.
+#[test]
+fn sealed_nodes_talk_and_nothing_else_reaches_their_devices() {
+    use std::sync::Arc;
+    use tunnels::link::Sealing;
+    use tunnels::link::s3::{S3Link, S3LinkConfig};
+    use tunnels::net::ip;
+    use tunnels::wire::sealed::{Key, Keys};
+    use tunnels::{Link, NodeId};
+
+    let mut net = Net::new(10);
+    let key = Key::generate();
+    let key_file = std::env::temp_dir().join(format!("tunnel-key-{}", std::process::id()));
+    std::fs::write(&key_file, format!("{}\n", key.to_line())).unwrap();
+    let key_arg = key_file.to_str().unwrap().to_owned();
+    net.up(0, NODE_A, &["--key-file", &key_arg]);
+    net.up(1, NODE_B, &["--key-file", &key_arg]);
+    assert!(net.logs().contains("traffic is sealed"), "{}", net.logs());
+    let ping = ping(&net, 0, NODE_B, 3);
+    assert!(ping.status.success(), "{}\n{}", received(&ping), net.logs());
+    let transfer = Transfer::start(&net, 0, 1, NODE_B, 1_000_000);
+    let (bytes, digest, expected, _) = transfer.finish(Duration::from_secs(120));
+    assert_eq!((bytes, digest), (1_000_000, expected));
+
+    let in_b = labels("tunnel_packets_total", NODE_B, "direction=\"in\"");
+    let unauthentic = labels("tunnel_batches_total", NODE_B, "outcome=\"unauthentic\"");
+    let network = format!("s3://{BUCKET}/{PREFIX}");
+    let echo = |from: NodeId| {
+        let (src, dst) = (
+            node_addr(from).parse().unwrap(),
+            node_addr(NODE_B).parse().unwrap(),
+        );
+        Bytes::from(ip::echo_request(src, dst, 77, 1, b"from outside"))
+    };
+
+    // A third node, C, with a key of its own, sends real echo requests to B; first the
+    // transfer's last segments settle.
+    let mut before = net.metric(1, &in_b);
+    loop {
+        thread::sleep(Duration::from_secs(2));
+        let now = net.metric(1, &in_b);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let stranger = Keys::new(Key::generate(), None).unwrap();
+    let c = S3Link::new(
+        net.store(),
+        0xc,
+        1,
+        S3LinkConfig {
+            prefix: PREFIX.into(),
+            sealing: Some(Arc::new(Sealing::new(stranger, network.clone()))),
+            ..S3LinkConfig::default()
+        },
+    );
+    for _ in 0..3 {
+        net.runtime.block_on(c.send(NODE_B, &[echo(0xc)])).unwrap();
+    }
+    wait_for(&net, "C's batches were not refused", |net| {
+        net.metric(1, &unauthentic) >= 3.0
+    });
+    assert_eq!(net.metric(1, &in_b), before, "C reached B's device");
+    assert!(
+        net.logs()
+            .contains("refused a batch not sealed with the network's key")
+    );
+
+    // A member's batch (sealed with the key by D, who holds it) for A, copied into B's inbox.
+    let member = Sealing::new(Keys::new(key.clone(), None).unwrap(), network.clone());
+    let d: NodeId = 0xd;
+    let plain = |seq: u64| {
+        let mut out = Vec::new();
+        tunnels::wire::Header {
+            sender: d,
+            epoch: 5,
+            seq,
+        }
+        .emit(&[echo(d)], &mut out)
+        .unwrap();
+        out
+    };
+    let store = net.store();
+    let put = |net: &Net, seq: u64, body: &[u8]| {
+        net.runtime.block_on(async {
+            let key = batch_key(PREFIX, NODE_B, d, 5, seq);
+            store.put(&key, Bytes::copy_from_slice(body)).await.unwrap();
+            store
+                .put(&bell_key(PREFIX, NODE_B), Bytes::new())
+                .await
+                .unwrap();
+        })
+    };
+    let refused = net.metric(1, &unauthentic);
+    put(&net, 0, &member.seal(&plain(0), NODE_A));
+    wait_for(&net, "a batch for A was not refused in B's inbox", |net| {
+        net.metric(1, &unauthentic) > refused
+    });
+    assert_eq!(net.metric(1, &in_b), before);
+
+    // D's batch for B is delivered once; the same bytes put back after B read them are not.
+    let for_b = member.seal(&plain(1), NODE_B);
+    put(&net, 1, &for_b);
+    wait_for(&net, "D's batch was not delivered", |net| {
+        net.metric(1, &in_b) > before
+    });
+    let delivered = net.metric(1, &in_b);
+    let duplicates = labels("tunnel_batches_total", NODE_B, "outcome=\"duplicate\"");
+    let dup_before = net.metric(1, &duplicates);
+    put(&net, 1, &for_b);
+    wait_for(&net, "the replay was not dropped", |net| {
+        net.metric(1, &duplicates) > dup_before
+    });
+    assert_eq!(
+        net.metric(1, &in_b),
+        delivered,
+        "a replay reached B's device"
+    );
+
+    // B restarts (a new life, which remembers nothing); the old batch replayed is refused by
+    // the time sealed in it, once the clock skew allowed (10 s) has passed.
+    thread::sleep(Duration::from_secs(11));
+    let _ = net.tunnels[1].child.kill();
+    let _ = net.tunnels[1].child.wait();
+    net.tunnels.remove(1);
+    net.up(1, NODE_B, &["--key-file", &key_arg]);
+    put(&net, 1, &for_b);
+    wait_for(&net, "the replay after a restart was not refused", |net| {
+        net.metric(1, &unauthentic) >= 1.0
+    });
+    assert_eq!(
+        net.metric(1, &in_b),
+        0.0,
+        "the old batch reached B's device after a restart"
+    );
+    let _ = std::fs::remove_file(&key_file);
+}
+
+/// Waits up to a minute for `done`, failing with `what` and the logs.
+fn wait_for(net: &Net, what: &str, done: impl Fn(&Net) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(net) {
+        assert!(Instant::now() < deadline, "{what}:\n{}", net.logs());
+        thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -365,3 +365,46 @@ fn missing_credentials_and_region_are_the_first_line() {
     }
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// A key file that is not one, or missing, is refused first, saying what is wrong without
+/// quoting a key; `tunnel keygen` prints a line that `--key-file` takes.
+#[test]
+fn a_bad_key_file_is_explained() {
+    let dir = std::env::temp_dir().join(format!("tunnel-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad");
+    std::fs::write(&bad, "tunnel-key 12ab c2VjcmV0\n").unwrap();
+    let missing = dir.join("missing");
+    for (file, expected) in [
+        (&bad, "the network key in"),
+        (&missing, "reading the key file"),
+    ] {
+        let output = tunnel_up(
+            &[
+                "--link",
+                "s3://present/net",
+                "--node-id",
+                "a",
+                "--key-file",
+                file.to_str().unwrap(),
+            ],
+            local_s3::SECRET_KEY,
+        );
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{text}");
+        let first = text.lines().next().unwrap_or_default();
+        assert!(first.starts_with(&format!("tunnel: {expected}")), "{first}");
+        assert!(!text.contains("c2VjcmV0"), "the key was quoted: {text}");
+    }
+    let key = Command::new(env!("CARGO_BIN_EXE_tunnel"))
+        .arg("keygen")
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&key.stdout).into_owned();
+    assert!(
+        line.starts_with("tunnel-key ") && line.trim().split(' ').count() == 3,
+        "{line}"
+    );
+    assert!(tunnels::wire::sealed::Keys::parse(&line).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}

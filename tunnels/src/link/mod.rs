@@ -34,6 +34,7 @@ pub mod retry;
 pub mod s3;
 #[cfg(feature = "aws")]
 mod sdk;
+mod seal;
 pub mod sequencer;
 mod stats;
 
@@ -42,6 +43,7 @@ pub use memory::{MemoryLink, MemoryNetwork};
 pub use retry::{Retry, RetryPolicy, Retryable};
 #[cfg(feature = "aws")]
 pub use sdk::FoundCredentials;
+pub use seal::{Refused, Sealing};
 pub use sequencer::{RETIRE_AFTER, Sequencer, Skipped, Verdict};
 pub(crate) use stats::{Ledger, Outcome};
 pub use stats::{LinkStats, metric_names};

@@ -20,7 +20,8 @@ pub mod metric_names {
     /// Gauge: what the calls so far cost at the link's prices, in dollars.
     pub const COST: &str = "tunnel_store_cost_dollars";
     /// Counter: batches received, labelled `outcome` (delivered, duplicate, rejected, lost,
-    /// skipped: before the first batch a receiver met of a stream, as after a restart).
+    /// skipped: before the first batch a receiver met of a stream, as after a restart;
+    /// unauthentic: in a sealed network, not sealed with its key for this place, or too old).
     pub const BATCHES: &str = "tunnel_batches_total";
     /// Counter: calls retried after throttling or failure.
     pub const RETRIES: &str = "tunnel_store_retries_total";
@@ -47,6 +48,9 @@ pub struct LinkStats {
     pub skipped: AtomicU64,
     /// Calls retried after throttling or failure.
     pub retries: AtomicU64,
+    /// In a sealed network: batches refused by their seal (another key, tampered, moved,
+    /// unsealed) or their age (replayed from before this receiver's life, or too old).
+    pub unauthentic: AtomicU64,
 }
 
 /// What a link counts beside its calls; see [`LinkStats`].
@@ -58,16 +62,18 @@ pub(crate) enum Outcome {
     Lost,
     Skipped,
     Retry,
+    Unauthentic,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 6] = [
+    const ALL: [Outcome; 7] = [
         Outcome::Delivered,
         Outcome::Duplicate,
         Outcome::Rejected,
         Outcome::Lost,
         Outcome::Skipped,
         Outcome::Retry,
+        Outcome::Unauthentic,
     ];
 }
 
@@ -80,6 +86,7 @@ impl LinkStats {
             Outcome::Lost => &self.lost,
             Outcome::Skipped => &self.skipped,
             Outcome::Retry => &self.retries,
+            Outcome::Unauthentic => &self.unauthentic,
         }
     }
 }
@@ -94,7 +101,7 @@ pub(crate) struct Ledger {
     calls: Vec<metrics::Counter>,
     bytes: Vec<metrics::Counter>,
     cost: metrics::Gauge,
-    outcomes: [metrics::Counter; 6],
+    outcomes: [metrics::Counter; 7],
 }
 
 impl Ledger {
@@ -125,6 +132,7 @@ impl Ledger {
                     Outcome::Rejected => "rejected",
                     Outcome::Lost => "lost",
                     Outcome::Skipped => "skipped",
+                    Outcome::Unauthentic => "unauthentic",
                 };
                 metrics::counter!(metric_names::BATCHES, "node" => n(), "outcome" => label)
             }),

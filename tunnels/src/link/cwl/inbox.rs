@@ -414,8 +414,26 @@ impl<S: LogStore> CwlLink<S> {
     /// not one.
     fn decode(&self, sender: NodeId, message: &str) -> Option<Received> {
         let mut buf = Vec::new();
-        let checked = text::decode(message, &mut buf)
-            .map_err(|e| e.to_string())
+        if let Err(e) = text::decode(message, &mut buf) {
+            self.ledger.note(Outcome::Rejected, 1);
+            tracing::warn!(
+                sender = format_args!("{sender:016x}"),
+                len = message.len(),
+                problem = %e,
+                "an event that is not a valid batch: skipped"
+            );
+            return None;
+        }
+        if let Some(sealing) = &self.config.sealing {
+            match sealing.open(&buf, self.me, sender) {
+                Ok(plain) => buf = plain,
+                Err(_) => {
+                    self.ledger.note(Outcome::Unauthentic, 1);
+                    return None;
+                }
+            }
+        }
+        let checked = Ok(())
             .and_then(|()| Batch::new_checked(&buf[..]).map_err(|e| e.to_string()))
             .and_then(|batch| {
                 let header = batch.header();

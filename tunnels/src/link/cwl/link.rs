@@ -99,6 +99,9 @@ pub struct CwlLinkConfig {
     pub retry: RetryPolicy,
     /// Prices, for the cost a link reports.
     pub prices: Prices,
+    /// The network's keys, if it seals its batches ([`Sealing`](crate::link::Sealing)): every
+    /// batch sent is sealed, every event read must open.
+    pub sealing: Option<std::sync::Arc<crate::link::Sealing>>,
 }
 
 impl Default for CwlLinkConfig {
@@ -117,6 +120,7 @@ impl Default for CwlLinkConfig {
             retention_days: Some(1),
             retry: RetryPolicy::default(),
             prices: Prices::CLOUDWATCH_LOGS_STANDARD,
+            sealing: None,
         }
     }
 }
@@ -181,7 +185,12 @@ impl<S: LogStore> CwlLink<S> {
                 config.event_bytes
             ));
         }
-        let batch_bytes = binary_capacity(config.event_bytes - EVENT_OVERHEAD, config.encoding);
+        let seal_overhead = config
+            .sealing
+            .as_ref()
+            .map_or(0, |_| crate::wire::sealed::SEAL_OVERHEAD);
+        let batch_bytes =
+            binary_capacity(config.event_bytes - EVENT_OVERHEAD, config.encoding) - seal_overhead;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);

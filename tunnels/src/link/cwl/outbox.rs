@@ -74,6 +74,9 @@ impl<S: LogStore> CwlLink<S> {
             }
             .emit(frames, &mut buf)
             .map_err(|_| LinkError::TooLarge)?;
+            if let Some(sealing) = &self.config.sealing {
+                buf = sealing.seal(&buf, to);
+            }
             let mut message =
                 String::with_capacity(text::encoded_len(buf.len(), self.config.encoding));
             text::encode(&buf, self.config.encoding, &mut message);

@@ -253,6 +253,16 @@ impl<S: ObjectStore> S3Link<S> {
 
     /// Checks that an object is the batch its key says; `None` (counted) if it is not.
     fn decode(&self, body: Bytes, expect: Header) -> Option<Received> {
+        let body = match &self.config.sealing {
+            None => body,
+            Some(sealing) => match sealing.open(&body, self.me, expect.sender) {
+                Ok(plain) => Bytes::from(plain),
+                Err(_) => {
+                    self.ledger.note(Outcome::Unauthentic, 1);
+                    return None;
+                }
+            },
+        };
         let batch = match Batch::new_checked(&body[..]) {
             Ok(batch) if batch.header() == expect => batch,
             checked => {

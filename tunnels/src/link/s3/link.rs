@@ -2,6 +2,7 @@
 //! inbox carry out.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use super::inbox::Inbox;
 use super::outbox::Outbox;
 use super::store::{Call, ObjectStore};
+use crate::link::Sealing;
 use crate::link::{
     Ledger, Link, LinkError, LinkStats, NodeId, Prices, Received, Retry, RetryPolicy, StoreError,
     Usage, metric_names,
@@ -55,6 +57,9 @@ pub struct S3LinkConfig {
     pub retry: RetryPolicy,
     /// Prices, for the cost a link reports.
     pub prices: Prices,
+    /// The network's keys, if it seals its batches ([`Sealing`]): every batch sent is sealed,
+    /// every object read must open.
+    pub sealing: Option<Arc<Sealing>>,
 }
 
 impl Default for S3LinkConfig {
@@ -70,6 +75,7 @@ impl Default for S3LinkConfig {
             gap_grace: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             prices: Prices::S3_STANDARD,
+            sealing: None,
         }
     }
 }
@@ -119,6 +125,14 @@ impl<S: ObjectStore> S3Link<S> {
             bells: metrics::counter!(metric_names::BELLS, "node" => format!("{me:016x}")),
             config,
         }
+    }
+
+    /// The bytes sealing adds to a batch: none in a network without a key.
+    pub(super) fn seal_overhead(&self) -> usize {
+        self.config
+            .sealing
+            .as_ref()
+            .map_or(0, |_| crate::wire::sealed::SEAL_OVERHEAD)
     }
 
     /// This node.
@@ -183,7 +197,7 @@ impl<S: ObjectStore> Link for S3Link<S> {
     fn limits(&self) -> ApiLimits {
         ApiLimits::new(
             "s3:PutObject",
-            self.config.object_bytes - HEADER_LEN - TRAILER_LEN,
+            self.config.object_bytes - HEADER_LEN - TRAILER_LEN - self.seal_overhead(),
             usize::MAX,
             MAX_FRAME_LEN + FRAME_OVERHEAD,
         )

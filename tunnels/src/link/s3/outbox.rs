@@ -23,7 +23,7 @@ impl<S: ObjectStore> S3Link<S> {
         // receiver would wait out a gap for a batch that never comes.
         let fits = frames.len() <= u32::MAX as usize
             && frames.iter().all(|f| f.len() <= MAX_FRAME_LEN)
-            && encoded_len(frames) <= self.config.object_bytes;
+            && encoded_len(frames) + self.seal_overhead() <= self.config.object_bytes;
         if !fits {
             return Err(LinkError::TooLarge);
         }
@@ -53,6 +53,9 @@ impl<S: ObjectStore> S3Link<S> {
         }
         .emit(frames, &mut buf)
         .map_err(|_| LinkError::TooLarge)?;
+        if let Some(sealing) = &self.config.sealing {
+            buf = sealing.seal(&buf, to);
+        }
         let body = Bytes::from(buf);
         let key = batch_key(&self.config.prefix, to, self.me, self.epoch, seq);
         self.call(Call::Put, body.len(), || self.store.put(&key, body.clone()))
