@@ -632,24 +632,11 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
         Some(id) => id,
         None => machine_node_id()?,
     };
-    let sealing = match load_keys(args.key_file.as_deref())? {
-        Some(keys) => {
-            info!(
-                key = format_args!("{:04x}", keys.sealing().id()),
-                "traffic is sealed"
-            );
-            // The network's name in every seal: the link's address, the same on every node.
-            Some(Arc::new(Sealing::new(keys, args.link.to_string())))
-        }
-        None => {
-            warn!(
-                "traffic is not sealed: anyone who can read {} sees the packets, and anyone who \
-                 can write there can inject them (tunnel keygen, --key-file)",
-                args.link
-            );
-            None
-        }
-    };
+    // The network's name in every seal: the link's address, the same on every node. (Said
+    // in the logs once the link checked out, so that a real problem is the first line.)
+    let sealing = load_keys(args.key_file.as_deref())?
+        .map(|keys| Arc::new(Sealing::new(keys, args.link.to_string())));
+    let sealed = sealing.as_ref().map(|s| s.keys().sealing().id());
     // Before the link exists: it registers its metrics when it is made.
     if let Some(listen) = args.metrics {
         metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -698,7 +685,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
                     ..S3LinkConfig::default()
                 },
             );
-            run(&args, me, Arc::new(link)).await
+            run(&args, me, sealed, Arc::new(link)).await
         }
         LinkUrl::Cwl { group, prefix } => {
             if args.path_style {
@@ -732,13 +719,26 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
                 },
             )?;
             link.check().await.map_err(problem)?;
-            run(&args, me, Arc::new(link)).await
+            run(&args, me, sealed, Arc::new(link)).await
         }
     }
 }
 
 /// The router and the device (TUN or TAP, by --mode) for the node on `link`, then [`serve`].
-async fn run<L: Link>(args: &UpArgs, me: NodeId, link: Arc<L>) -> Result<(), String> {
+async fn run<L: Link>(
+    args: &UpArgs,
+    me: NodeId,
+    sealed: Option<std::num::NonZeroU16>,
+    link: Arc<L>,
+) -> Result<(), String> {
+    match sealed {
+        Some(key) => info!(key = format_args!("{key:04x}"), "traffic is sealed"),
+        None => warn!(
+            "traffic is not sealed: anyone who can read {} sees the packets, and anyone who can \
+             write there can inject them (tunnel keygen, --key-file)",
+            args.link
+        ),
+    }
     let network = args.network;
     let mut router = Router::new(network, me);
     if let Some(net) = args.ipv4 {
