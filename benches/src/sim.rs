@@ -9,9 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
-use tunnels::link::Usage;
 use tunnels::link::cwl::{CwlLink, CwlLinkConfig, LogsModel, MemoryLogs, ReadMode};
 use tunnels::link::s3::{LatencyModel, MemoryStore, S3Link, S3LinkConfig, Strategy};
+use tunnels::link::{Sealing, Usage};
 use tunnels::wire::text::TextEncoding;
 use tunnels::{Link, Node, NodeConfig, Received};
 
@@ -307,7 +307,23 @@ pub fn run(trace: &Trace, policy: Policy) -> Outcome {
 ///
 /// Panics if the runtime cannot be built.
 pub fn run_on(trace: &Trace, policy: Policy, latency: LatencyModel) -> Outcome {
-    let (node, link) = policy.configs();
+    run_sealed_on(trace, policy, latency, None)
+}
+
+/// The same, every batch sealed with `sealing` when it is given (`costsim --sealed`): what
+/// sealing adds to the bill.
+///
+/// # Panics
+///
+/// Panics if the runtime cannot be built.
+pub fn run_sealed_on(
+    trace: &Trace,
+    policy: Policy,
+    latency: LatencyModel,
+    sealing: Option<Arc<Sealing>>,
+) -> Outcome {
+    let (node, mut link) = policy.configs();
+    link.sealing = sealing;
     paused(simulate(trace, policy, node, link, latency))
 }
 
@@ -321,9 +337,24 @@ pub fn run_on(trace: &Trace, policy: Policy, latency: LatencyModel) -> Outcome {
 /// Panics if `policy` has no CloudWatch Logs settings (see [`Policy::CWL`]) or the runtime
 /// cannot be built.
 pub fn run_cwl(trace: &Trace, policy: Policy, model: LogsModel) -> Outcome {
-    let (node_config, link_config) = policy
+    run_cwl_sealed(trace, policy, model, None)
+}
+
+/// The same, every batch sealed with `sealing` when it is given (`costsim --sealed`).
+///
+/// # Panics
+///
+/// As [`run_cwl`].
+pub fn run_cwl_sealed(
+    trace: &Trace,
+    policy: Policy,
+    model: LogsModel,
+    sealing: Option<Arc<Sealing>>,
+) -> Outcome {
+    let (node_config, mut link_config) = policy
         .cwl_configs()
         .unwrap_or_else(|| panic!("{} is not a CloudWatch Logs policy", policy.name()));
+    link_config.sealing = sealing;
     paused(async {
         let logs = MemoryLogs::new(model, 42);
         let link = |me| {

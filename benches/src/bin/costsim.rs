@@ -59,6 +59,11 @@ struct Args {
     #[arg(long, value_name = "MODEL", default_value = "s3", value_parser = latency)]
     latency: Latency,
 
+    /// Seal every batch with a network key, as `tunnel up --key-file` does: what sealing
+    /// adds to calls and dollars (48 bytes a batch).
+    #[arg(long)]
+    sealed: bool,
+
     /// Where to write report.md and costsim.svg.
     #[arg(long, value_name = "DIR", default_value = "target/costsim")]
     out: PathBuf,
@@ -179,15 +184,25 @@ fn main() -> ExitCode {
     for trace in &traces {
         for &policy in &args.policies {
             let started = std::time::Instant::now();
+            let sealing = args.sealed.then(|| {
+                let keys =
+                    tunnels::wire::sealed::Keys::new(tunnels::wire::sealed::Key::generate(), None)
+                        .expect("one key");
+                std::sync::Arc::new(tunnels::link::Sealing::new(keys, "costsim"))
+            });
             let outcome = match (args.link, args.latency) {
                 (LinkKind::S3, Latency::Service) => {
-                    sim::run_on(trace, policy, LatencyModel::S3_STANDARD)
+                    sim::run_sealed_on(trace, policy, LatencyModel::S3_STANDARD, sealing)
                 }
-                (LinkKind::S3, Latency::None) => sim::run_on(trace, policy, LatencyModel::NONE),
+                (LinkKind::S3, Latency::None) => {
+                    sim::run_sealed_on(trace, policy, LatencyModel::NONE, sealing)
+                }
                 (LinkKind::Cwl, Latency::Service) => {
-                    sim::run_cwl(trace, policy, LogsModel::CLOUDWATCH)
+                    sim::run_cwl_sealed(trace, policy, LogsModel::CLOUDWATCH, sealing)
                 }
-                (LinkKind::Cwl, Latency::None) => sim::run_cwl(trace, policy, LogsModel::LOCAL),
+                (LinkKind::Cwl, Latency::None) => {
+                    sim::run_cwl_sealed(trace, policy, LogsModel::LOCAL, sealing)
+                }
             };
             eprintln!(
                 "simulated {} under {} in {:.1} s",
