@@ -295,3 +295,29 @@ async fn the_seeds_filter_reading_delivers_too_with_one_call_a_poll() {
         "only the mark, at the start"
     );
 }
+
+/// A receiver that polls faster than its read rate allows (every 200 ms at 2 reads a second,
+/// as a lingering node does) shares its reads among its senders: the second sender is read
+/// too, not starved by the first one's reads every poll.
+#[tokio::test(start_paused = true)]
+async fn reads_are_shared_among_senders_when_the_read_rate_binds() {
+    let logs = MemoryLogs::new(LogsModel::CLOUDWATCH, 9);
+    let (a, b, c) = (link(&logs, A, 1), link(&logs, B, 1), link(&logs, 0xc, 1));
+    a.send(B, &frames(&["from a"])).await.unwrap();
+    // B knows A, and polls on every 200 ms, its reads spent by A's stream each time.
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        got.extend(b.poll().await.unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(got.len(), 1);
+    c.send(B, &frames(&["from c"])).await.unwrap();
+    a.send(B, &frames(&["from a again"])).await.unwrap();
+    for _ in 0..150 {
+        got.extend(b.poll().await.unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let senders: Vec<u64> = got.iter().map(|r| r.sender).collect();
+    assert!(senders.contains(&0xc), "C was never read: {senders:?}");
+    assert_eq!(got.len(), 3, "{senders:?}");
+}

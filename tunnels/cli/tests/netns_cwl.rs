@@ -115,3 +115,73 @@ fn ipv4_over_cloudwatch_logs_with_an_ipv4_range() {
 fn tap_mode_over_cloudwatch_logs() {
     tap_mode(&mut Net::new_cwl(15));
 }
+
+/// The network key over CloudWatch Logs: two nodes holding it ping; a node with another key,
+/// writing into their log group, reaches neither device.
+#[test]
+fn sealed_nodes_over_cloudwatch_logs_refuse_a_stranger() {
+    use std::sync::Arc;
+    use tunnels::Link;
+    use tunnels::link::Sealing;
+    use tunnels::link::cwl::{CwlLink, CwlLinkConfig};
+    use tunnels::net::ip;
+    use tunnels::wire::sealed::{Key, Keys};
+
+    let mut net = Net::new_cwl(16);
+    let key_file = std::env::temp_dir().join(format!("tunnel-cwl-key-{}", std::process::id()));
+    std::fs::write(&key_file, Key::generate().to_line()).unwrap();
+    let key_arg = key_file.to_str().unwrap().to_owned();
+    net.up(0, NODE_A, &["--key-file", &key_arg]);
+    net.up(1, NODE_B, &["--key-file", &key_arg]);
+    let ping = ping(&net, 0, NODE_B, 2);
+    assert!(ping.status.success(), "{}\n{}", received(&ping), net.logs());
+
+    let in_b = labels("tunnel_packets_total", NODE_B, "direction=\"in\"");
+    let unauthentic = labels("tunnel_batches_total", NODE_B, "outcome=\"unauthentic\"");
+    thread::sleep(Duration::from_secs(2));
+    let before = net.metric(1, &in_b);
+    let store = net.runtime.block_on(net.moto.as_ref().unwrap().store());
+    // A life that began now, as a node's does (an epoch of 1970 would be long dead).
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let stranger = CwlLink::new(
+        store,
+        0xc,
+        epoch,
+        CwlLinkConfig {
+            group: GROUP.into(),
+            prefix: PREFIX.into(),
+            sealing: Some(Arc::new(Sealing::new(
+                Keys::new(Key::generate(), None).unwrap(),
+                format!("cwl://{GROUP}/{PREFIX}"),
+            ))),
+            ..CwlLinkConfig::default()
+        },
+    )
+    .unwrap();
+    let echo = ip::echo_request(
+        node_addr(0xc).parse().unwrap(),
+        node_addr(NODE_B).parse().unwrap(),
+        9,
+        1,
+        b"from outside",
+    );
+    for _ in 0..2 {
+        net.runtime
+            .block_on(stranger.send(NODE_B, &[bytes::Bytes::from(echo.clone())]))
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while net.metric(1, &unauthentic) < 2.0 {
+        assert!(Instant::now() < deadline, "not refused:\n{}", net.logs());
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        net.metric(1, &in_b),
+        before,
+        "the stranger reached B's device"
+    );
+    let _ = std::fs::remove_file(&key_file);
+}

@@ -72,6 +72,9 @@ pub(super) struct Inbox {
     held: BTreeMap<(NodeId, u64, u64), Held>,
     /// Batches taken, handed over once a mark covers them.
     ready: Vec<Received>,
+    /// Which active sender a poll reads first: it moves on every poll, so that when the read
+    /// rate runs out part-way, every sender is read in turn and none is starved.
+    turn: usize,
 }
 
 impl Inbox {
@@ -84,6 +87,7 @@ impl Inbox {
             senders: HashMap::new(),
             held: BTreeMap::new(),
             ready: Vec::new(),
+            turn: 0,
         }
     }
 }
@@ -146,7 +150,13 @@ impl<S: LogStore> CwlLink<S> {
             }
         }
         if result.is_ok() {
-            for sender in active(inbox) {
+            let mut senders = active(inbox);
+            if !senders.is_empty() {
+                let first = inbox.turn % senders.len();
+                senders.rotate_left(first);
+                inbox.turn = inbox.turn.wrapping_add(1);
+            }
+            for sender in senders {
                 match self.read_sender(inbox, sender, now).await {
                     Ok(Stop::Done) => {}
                     Ok(Stop::Spent) => break,
