@@ -7,12 +7,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use clap::Args;
 use tunnels::device::{Tap, Tun, TunConfig};
-use tunnels::link::cwl::{CwlStore, CwlStoreConfig, LogEvent, LogStore, ReadFrom};
-use tunnels::link::s3::{ObjectStore, S3Store, S3StoreConfig};
+use tunnels::link::cwl::{CwlStore, LogEvent, LogStore, ReadFrom};
+use tunnels::link::s3::{ObjectStore, S3Store};
 use tunnels::link::{StoreError, StoreErrorKind};
 use tunnels::net::ether::mac_of;
 
-use crate::up::{LinkUrl, Mode, device_problem, parse_link};
+use crate::up::{LinkUrl, Mode, ServiceArgs, device_problem, parse_link};
 
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
@@ -21,22 +21,8 @@ pub(crate) struct CheckArgs {
     #[arg(long, value_name = "s3://BUCKET[/PREFIX] | cwl://LOG_GROUP[/STREAM_PREFIX]", value_parser = parse_link)]
     link: LinkUrl,
 
-    /// An S3-compatible (or CloudWatch Logs-compatible) endpoint [default: AWS_ENDPOINT_URL, or
-    /// AWS's own].
-    #[arg(long, value_name = "URL")]
-    endpoint_url: Option<String>,
-
-    /// Address the bucket by path (s3:// only).
-    #[arg(long)]
-    path_style: bool,
-
-    /// The region [default: AWS_REGION, or the profile's].
-    #[arg(long)]
-    region: Option<String>,
-
-    /// The AWS profile [default: AWS_PROFILE, or `default`].
-    #[arg(long)]
-    profile: Option<String>,
+    #[command(flatten)]
+    service: ServiceArgs,
 
     /// The kind of device whose creation is tried: tun or tap.
     #[arg(long, value_enum, default_value_t = Mode::Tun)]
@@ -134,26 +120,12 @@ pub(crate) async fn check(args: CheckArgs) -> Result<(), String> {
     let mut report = Report::default();
     match &args.link {
         LinkUrl::S3 { bucket, prefix } => {
-            let store = S3Store::connect(&S3StoreConfig {
-                bucket: bucket.clone(),
-                region: args.region.clone(),
-                profile: args.profile.clone(),
-                endpoint_url: args.endpoint_url.clone(),
-                path_style: args.path_style,
-                credentials: None,
-            })
-            .await;
+            let store = S3Store::connect(&args.service.s3(bucket)).await;
             let ready = chain(&mut report, store.region(), store.credentials().await);
             s3_calls(&mut report, &store, bucket, prefix, ready).await;
         }
         LinkUrl::Cwl { group, prefix } => {
-            let store = CwlStore::connect(&CwlStoreConfig {
-                region: args.region.clone(),
-                profile: args.profile.clone(),
-                endpoint_url: args.endpoint_url.clone(),
-                credentials: None,
-            })
-            .await;
+            let store = CwlStore::connect(&args.service.cwl()).await;
             let region = store.region().map(str::to_owned);
             let ready = chain(&mut report, region.as_deref(), store.credentials().await);
             cwl_calls(&mut report, &store, group, prefix, ready).await;

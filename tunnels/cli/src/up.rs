@@ -90,24 +90,8 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "NAME", default_value = "cubic")]
     tcp_congestion: String,
 
-    /// An S3-compatible (or CloudWatch Logs-compatible) endpoint, such as
-    /// http://127.0.0.1:9000 [default: AWS_ENDPOINT_URL, or AWS's own].
-    #[arg(long, value_name = "URL")]
-    endpoint_url: Option<String>,
-
-    /// Address the bucket by path (endpoint/bucket/key), as most S3-compatible servers want
-    /// (s3:// only).
-    #[arg(long)]
-    path_style: bool,
-
-    /// The bucket's (or log group's) region [default: AWS_REGION, or the profile's].
-    #[arg(long)]
-    region: Option<String>,
-
-    /// The AWS profile for credentials and region [default: AWS_PROFILE, or `default`]. The
-    /// rest of the standard chain applies too (AWS_ACCESS_KEY_ID, instance roles, ...).
-    #[arg(long)]
-    profile: Option<String>,
+    #[command(flatten)]
+    service: ServiceArgs,
 
     /// The shortest interval between polls of the inbox, while packets flow. The cost
     /// simulation's ping and ssh traces meet their latency budgets with 200ms. (Over
@@ -198,6 +182,54 @@ Logs go to standard error: the tunnel's own lines from info, the AWS SDK's error
 warnings are its provider chains and retries, which the tunnel reports in its own words).
 RUST_LOG sets the level (error, warn, info, debug, trace), also per module
 (RUST_LOG=info,tunnels=debug; RUST_LOG=info,aws_config=debug shows how credentials were found).";
+
+/// Where the service is and as whom to call it: the flags `tunnel up` and `tunnel check`
+/// share.
+#[derive(Debug, Args)]
+pub(crate) struct ServiceArgs {
+    /// An S3-compatible (or CloudWatch Logs-compatible) endpoint, such as
+    /// http://127.0.0.1:9000 [default: AWS_ENDPOINT_URL, or AWS's own].
+    #[arg(long, value_name = "URL")]
+    pub(crate) endpoint_url: Option<String>,
+
+    /// Address the bucket by path (endpoint/bucket/key), as most S3-compatible servers want
+    /// (s3:// only).
+    #[arg(long)]
+    pub(crate) path_style: bool,
+
+    /// The bucket's (or log group's) region [default: AWS_REGION, or the profile's].
+    #[arg(long)]
+    pub(crate) region: Option<String>,
+
+    /// The AWS profile for credentials and region [default: AWS_PROFILE, or `default`]. The
+    /// rest of the standard chain applies too (AWS_ACCESS_KEY_ID, instance roles, ...).
+    #[arg(long)]
+    pub(crate) profile: Option<String>,
+}
+
+impl ServiceArgs {
+    /// The S3 store's settings for `bucket`.
+    pub(crate) fn s3(&self, bucket: &str) -> S3StoreConfig {
+        S3StoreConfig {
+            bucket: bucket.to_owned(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            path_style: self.path_style,
+            credentials: None,
+        }
+    }
+
+    /// The CloudWatch Logs store's settings.
+    pub(crate) fn cwl(&self) -> CwlStoreConfig {
+        CwlStoreConfig {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            credentials: None,
+        }
+    }
+}
 
 /// `--mode`: the kind of device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -649,20 +681,13 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
     let epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_micros() as u64);
-    let problem = |e: StoreError| store_problem(&e, &args.link, args.endpoint_url.as_deref());
+    let problem =
+        |e: StoreError| store_problem(&e, &args.link, args.service.endpoint_url.as_deref());
     let no_region =
         || "no region: give --region, or set AWS_REGION or a region in the profile".to_owned();
     match &args.link {
         LinkUrl::S3 { bucket, prefix } => {
-            let store = S3Store::connect(&S3StoreConfig {
-                bucket: bucket.clone(),
-                region: args.region.clone(),
-                profile: args.profile.clone(),
-                endpoint_url: args.endpoint_url.clone(),
-                path_style: args.path_style,
-                credentials: None,
-            })
-            .await;
+            let store = S3Store::connect(&args.service.s3(bucket)).await;
             if store.region().is_none() {
                 return Err(no_region());
             }
@@ -688,19 +713,13 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), String> {
             run(&args, me, sealed, Arc::new(link)).await
         }
         LinkUrl::Cwl { group, prefix } => {
-            if args.path_style {
+            if args.service.path_style {
                 return Err("--path-style is for s3:// links".into());
             }
             if args.strategy.is_some() {
                 return Err("--strategy is for s3:// links".into());
             }
-            let store = CwlStore::connect(&CwlStoreConfig {
-                region: args.region.clone(),
-                profile: args.profile.clone(),
-                endpoint_url: args.endpoint_url.clone(),
-                credentials: None,
-            })
-            .await;
+            let store = CwlStore::connect(&args.service.cwl()).await;
             if store.region().is_none() {
                 return Err(no_region());
             }

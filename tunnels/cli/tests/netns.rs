@@ -316,35 +316,8 @@ fn a_tun_node_and_a_bridged_tap_node_share_a_network() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    for args in [
-        vec![
-            "ping",
-            "-6",
-            "-n",
-            "-c",
-            "2",
-            "-i",
-            "0.5",
-            "-w",
-            "60",
-            &node_addr(NODE_A),
-        ],
-        vec![
-            "ping",
-            "-4",
-            "-n",
-            "-c",
-            "2",
-            "-i",
-            "0.5",
-            "-w",
-            "60",
-            "10.77.0.10",
-        ],
-    ] {
-        let out = net.exec(1, &args);
-        assert!(out.status.success(), "{}\n{}", received(&out), net.logs());
-    }
+    assert_pings(&net, 1, &node_addr(NODE_A), 2);
+    assert_pings(&net, 1, "10.77.0.10", 2);
     let back = ping(&net, 0, NODE_B, 2);
     assert!(back.status.success(), "{}\n{}", received(&back), net.logs());
     let transfer = Transfer::start(&net, 0, 1, NODE_B, 1_000_000);

@@ -378,6 +378,19 @@ impl Drop for Net {
     }
 }
 
+/// `ping` from namespace `from` to `addr` (IPv4 or IPv6, by its form), `count` echoes half a
+/// second apart within 60 s, failing the test with what ping and the tunnels said unless all
+/// were answered.
+pub(crate) fn assert_pings(net: &Net, from: usize, addr: &str, count: u32) {
+    let family = if addr.contains(':') { "-6" } else { "-4" };
+    let count = count.to_string();
+    let args = [
+        "ping", family, "-n", "-c", &count, "-i", "0.5", "-w", "60", addr,
+    ];
+    let out = net.exec(from, &args);
+    assert!(out.status.success(), "{}\n{}", received(&out), net.logs());
+}
+
 pub(crate) fn ping(net: &Net, from: usize, to: u64, count: u32) -> Output {
     net.exec(
         from,
@@ -559,20 +572,7 @@ pub(crate) fn ipv4_ping_and_transfer(net: &mut Net) {
     let addr = net.exec(1, &["ip", "-4", "addr", "show", "dev", "tun0"]);
     let addr = String::from_utf8_lossy(&addr.stdout);
     assert!(addr.contains("10.77.0.11/16"), "{addr}");
-    let args = [
-        "ping",
-        "-4",
-        "-n",
-        "-c",
-        "2",
-        "-i",
-        "0.5",
-        "-w",
-        "60",
-        "10.77.0.11",
-    ];
-    let ping = net.exec(0, &args);
-    assert!(ping.status.success(), "{}\n{}", received(&ping), net.logs());
+    assert_pings(net, 0, "10.77.0.11", 2);
     let transfer = Transfer::start_at(net, 0, 1, "10.77.0.11", 2_000_000);
     let (bytes, digest, expected, _) = transfer.finish(Duration::from_secs(120));
     assert_eq!((bytes, digest), (2_000_000, expected));
@@ -669,25 +669,7 @@ pub(crate) fn tap_mode(net: &mut Net) {
         received(&ping6),
         net.logs()
     );
-    let ping4 = [
-        "ping",
-        "-4",
-        "-n",
-        "-c",
-        "2",
-        "-i",
-        "0.5",
-        "-w",
-        "60",
-        "10.77.0.11",
-    ];
-    let ping4 = net.exec(0, &ping4);
-    assert!(
-        ping4.status.success(),
-        "{}\n{}",
-        received(&ping4),
-        net.logs()
-    );
+    assert_pings(net, 0, "10.77.0.11", 2);
     let transfer = Transfer::start(net, 0, 1, NODE_B, 2_000_000);
     let (bytes, digest, expected, _) = transfer.finish(Duration::from_secs(120));
     assert_eq!((bytes, digest), (2_000_000, expected));
