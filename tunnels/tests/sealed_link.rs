@@ -139,3 +139,52 @@ async fn a_full_bundle_sealed_still_goes_in_one_call() {
     assert_eq!(got.iter().map(|r| r.frames.len()).sum::<usize>(), n);
     assert_eq!(b.stats().unauthentic.load(Relaxed), 0);
 }
+
+/// Over CloudWatch Logs, a sealed event copied into another sender's stream (rung in, as a
+/// new sender would be) is refused (its sealed header names its real sender), and the same event put again into its own stream after it
+/// was read is a duplicate: neither is delivered.
+#[tokio::test(start_paused = true)]
+async fn over_cloudwatch_logs_a_copied_or_replayed_event_is_not_delivered() {
+    use tunnels::link::cwl::layout::{batch_stream, bell_stream, ring};
+    use tunnels::link::cwl::{LogEvent, LogStore, ReadFrom};
+
+    let logs = MemoryLogs::new(LogsModel::CLOUDWATCH, 3);
+    let key = Key::generate();
+    let (a, b) = (cwl(&logs, A, sealing(&key)), cwl(&logs, B, sealing(&key)));
+    a.send(B, &[secret(1)]).await.unwrap();
+    assert_eq!(drain(&b).await.len(), 1);
+    let stream = batch_stream("t/", B, A);
+    let sealed = logs
+        .get_events("net", &stream, ReadFrom::Time(0), None)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .next()
+        .unwrap();
+    let later = |message: &str| LogEvent {
+        timestamp: sealed.timestamp + 1_000,
+        message: message.to_owned(),
+    };
+    // Into the stream of C, who rings B's bell as a sender does.
+    let c = 0xc;
+    let copied = batch_stream("t/", B, c);
+    logs.create_stream("net", &copied).await.unwrap();
+    logs.put_events("net", &copied, &[later(&sealed.message)])
+        .await
+        .unwrap();
+    logs.put_events("net", &bell_stream("t/", B), &[later(&ring(c, 1))])
+        .await
+        .unwrap();
+    // And again into A's own stream.
+    logs.put_events("net", &stream, &[later(&sealed.message)])
+        .await
+        .unwrap();
+    assert!(drain(&b).await.is_empty());
+    let stats = b.stats();
+    // The copy opens (A did seal it for B) but names A in C's stream: refused as not the
+    // stream's own batch.
+    assert_eq!(stats.rejected.load(Relaxed), 1, "{stats:?}");
+    assert_eq!(stats.duplicates.load(Relaxed), 1, "{stats:?}");
+    assert_eq!(stats.delivered.load(Relaxed), 1, "{stats:?}");
+}
