@@ -334,19 +334,19 @@ fn an_unprivileged_user_with_only_cap_net_admin_runs_the_tunnel() {
     // Distributions make /dev/net/tun 0666 (udev), so that such a user can open it; where it
     // is 0600, as on this project's machine, the namespace gets a 0666 node of its own (in a
     // tmpfs of its mount namespace, gone with it) instead of the host's being changed.
-    let only_net_admin = [
-        "sh",
-        "-c",
-        "mount -t tmpfs tun /dev/net && mknod -m 0666 /dev/net/tun c 10 200 && exec \"$@\"",
-        "sh",
-        "setpriv",
-        "--reuid=nobody",
-        "--regid=nogroup",
-        "--clear-groups",
-        "--inh-caps=-all,+net_admin",
-        "--ambient-caps=-all,+net_admin",
-        "--bounding-set=-all,+net_admin",
-    ];
+    // The user must be able to run the binary: a copy of it where everyone can (the build's
+    // own directory may be private to its owner).
+    let binary = std::env::temp_dir().join(format!("tunnel-nobody-{}", std::process::id()));
+    std::fs::copy(env!("CARGO_BIN_EXE_tunnel"), &binary).unwrap();
+    let script = format!(
+        "mount -t tmpfs tun /dev/net && mknod -m 0666 /dev/net/tun c 10 200 && shift && \
+         exec setpriv --reuid=nobody --regid=nogroup --clear-groups \
+         --inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin \
+         --bounding-set=-all,+net_admin {} \"$@\"",
+        binary.display()
+    );
+    // `sh -c SCRIPT sh BINARY up ...`: the script drops the harness's binary for the copy.
+    let only_net_admin = ["sh", "-c", &script, "sh"];
     net.up_under(0, NODE_A, &[], &only_net_admin);
     net.up_under(1, NODE_B, &["--mode", "tap"], &only_net_admin);
     // The processes run as nobody, with CAP_NET_ADMIN (bit 12) and nothing else.
@@ -371,6 +371,8 @@ fn an_unprivileged_user_with_only_cap_net_admin_runs_the_tunnel() {
     assert!(out.status.success(), "{}\n{}", received(&out), net.logs());
     let back = ping(&net, 1, NODE_A, 2);
     assert!(back.status.success(), "{}\n{}", received(&back), net.logs());
+    drop(net);
+    let _ = std::fs::remove_file(&binary);
 }
 
 /// The network key (`--key-file`): two nodes holding it ping and transfer; a node with another
