@@ -16,22 +16,13 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use super::{StoreError, StoreErrorKind};
 
 /// The credentials the standard chain found, as a start-up check reports them.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundCredentials {
     /// The SDK's name of the provider that gave them (`Environment`, `ProfileFile`,
     /// `IMDSv2`, ...).
     pub provider: String,
     /// The access key id (not secret: it names the key, as IAM lists it).
     pub access_key_id: String,
-}
-
-impl std::fmt::Debug for FoundCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FoundCredentials")
-            .field("provider", &self.provider)
-            .field("access_key_id", &self.access_key_id)
-            .finish()
-    }
 }
 
 /// Where the standard chain looks, in its order, for a message that says what to set.

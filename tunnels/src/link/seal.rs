@@ -7,7 +7,7 @@
 //! and the node see plain batches, as in a network without a key.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::NodeId;
@@ -46,6 +46,15 @@ impl std::fmt::Display for Refused {
             ),
         }
     }
+}
+
+/// The most senders whose refusal is logged: past that, refusals are only counted, so that a
+/// writer inventing sender ids cannot grow the set without bound.
+const MAX_WARNED: usize = 1_024;
+
+/// The bytes sealing adds to each batch of a link with these settings: none without a key.
+pub(crate) fn overhead(sealing: Option<&Arc<Sealing>>) -> usize {
+    sealing.map_or(0, |_| sealed::SEAL_OVERHEAD)
 }
 
 /// Milliseconds since 1970 on this machine's clock.
@@ -123,11 +132,13 @@ impl Sealing {
                 }
             });
         if let Err(refused) = &opened {
-            let first = self
-                .warned
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(sender);
+            let first = {
+                let mut warned = self
+                    .warned
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                warned.len() < MAX_WARNED && warned.insert(sender)
+            };
             if first {
                 tracing::warn!(
                     sender = format_args!("{sender:016x}"),

@@ -214,7 +214,11 @@ impl Switch {
         };
         let (dst, src, ethertype) = (eth.dst_addr(), eth.src_addr(), eth.ethertype());
         let payload = &frame[HEADER_LEN..];
-        if let Some(reply) = self.neighbours.answer(frame) {
+        // Only ARP and ICMPv6 straight after the IPv6 header (as neighbour solicitations come)
+        // can be questions: the per-packet path parses nothing twice for the rest.
+        let may_ask = ethertype == EthernetProtocol::Arp
+            || (ethertype == EthernetProtocol::Ipv6 && payload.get(6) == Some(&ip::ICMPV6));
+        if let Some(reply) = may_ask.then(|| self.neighbours.answer(frame)).flatten() {
             let kind = if ethertype == EthernetProtocol::Arp {
                 Answered::Arp
             } else {
@@ -239,8 +243,12 @@ impl Switch {
             if dst.0 != mac_of(to) {
                 return FromHost::Drop(Dropped::WrongMac);
             }
-            if src.is_unicast() && self.sent_by_us(packet) {
-                self.host_mac.store(mac_to_u64(src.0), Ordering::Relaxed);
+            let mac = mac_to_u64(src.0);
+            if self.host_mac.load(Ordering::Relaxed) != mac
+                && src.is_unicast()
+                && self.sent_by_us(packet)
+            {
+                self.host_mac.store(mac, Ordering::Relaxed);
             }
         }
         FromHost::Packet { route, packet }
@@ -555,9 +563,16 @@ mod tests {
         for (i, (frame, kind)) in cases.iter().enumerate() {
             assert_eq!(s.read_frame(frame), FromHost::Drop(*kind), "case {i}");
         }
-        // Every kind has its own name.
+        // Every kind has its own name, and `ALL` is in the kinds' order (metrics index it by
+        // `kind as usize`).
         let names: std::collections::HashSet<_> = Dropped::ALL.iter().map(|d| d.as_str()).collect();
         assert_eq!(names.len(), Dropped::ALL.len());
+        for (i, kind) in Dropped::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i, "{kind:?}");
+        }
+        for (i, kind) in Answered::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i, "{kind:?}");
+        }
     }
 
     #[test]

@@ -423,50 +423,14 @@ impl<S: LogStore> CwlLink<S> {
     /// An event's batch, checked to come from the stream's sender; `None` (counted) if it is
     /// not one.
     fn decode(&self, sender: NodeId, message: &str) -> Option<Received> {
-        let mut buf = Vec::new();
-        if let Err(e) = text::decode(message, &mut buf) {
-            self.ledger.note(Outcome::Rejected, 1);
-            tracing::warn!(
-                sender = format_args!("{sender:016x}"),
-                len = message.len(),
-                problem = %e,
-                "an event that is not a valid batch: skipped"
-            );
-            return None;
-        }
-        if let Some(sealing) = &self.config.sealing {
-            match sealing.open(&buf, self.me, sender) {
-                Ok(plain) => buf = plain,
-                Err(_) => {
-                    self.ledger.note(Outcome::Unauthentic, 1);
-                    return None;
-                }
+        match self.check_event(sender, message) {
+            Ok(received) => Some(received),
+            // Counted, and logged once per sender, by the sealing.
+            Err(None) => {
+                self.ledger.note(Outcome::Unauthentic, 1);
+                None
             }
-        }
-        let checked = Ok(())
-            .and_then(|()| Batch::new_checked(&buf[..]).map_err(|e| e.to_string()))
-            .and_then(|batch| {
-                let header = batch.header();
-                if header.sender != sender {
-                    return Err(format!(
-                        "a batch of {:016x} in the stream of another sender",
-                        header.sender
-                    ));
-                }
-                let ranges: Vec<_> = batch.frame_ranges().collect();
-                Ok((header, ranges))
-            });
-        match checked {
-            Ok((header, ranges)) => {
-                let body = Bytes::from(buf);
-                Some(Received {
-                    sender,
-                    epoch: header.epoch,
-                    seq: header.seq,
-                    frames: ranges.into_iter().map(|r| body.slice(r)).collect(),
-                })
-            }
-            Err(problem) => {
+            Err(Some(problem)) => {
                 self.ledger.note(Outcome::Rejected, 1);
                 tracing::warn!(
                     sender = format_args!("{sender:016x}"),
@@ -477,6 +441,33 @@ impl<S: LogStore> CwlLink<S> {
                 None
             }
         }
+    }
+
+    /// The batch in an event of `sender`'s stream: text, then the seal if the network seals,
+    /// then the batch itself; the error is what is wrong with it, or `None` if its seal or
+    /// its age refused it.
+    fn check_event(&self, sender: NodeId, message: &str) -> Result<Received, Option<String>> {
+        let mut buf = Vec::new();
+        text::decode(message, &mut buf).map_err(|e| Some(e.to_string()))?;
+        if let Some(sealing) = &self.config.sealing {
+            buf = sealing.open(&buf, self.me, sender).map_err(|_| None)?;
+        }
+        let batch = Batch::new_checked(&buf[..]).map_err(|e| Some(e.to_string()))?;
+        let header = batch.header();
+        if header.sender != sender {
+            return Err(Some(format!(
+                "a batch of {:016x} in the stream of another sender",
+                header.sender
+            )));
+        }
+        let ranges: Vec<_> = batch.frame_ranges().collect();
+        let body = Bytes::from(buf);
+        Ok(Received {
+            sender,
+            epoch: header.epoch,
+            seq: header.seq,
+            frames: ranges.into_iter().map(|r| body.slice(r)).collect(),
+        })
     }
 
     /// Writes where the inbox is, before what it took is handed over.

@@ -185,12 +185,8 @@ impl<S: LogStore> CwlLink<S> {
                 config.event_bytes
             ));
         }
-        let seal_overhead = config
-            .sealing
-            .as_ref()
-            .map_or(0, |_| crate::wire::sealed::SEAL_OVERHEAD);
-        let batch_bytes =
-            binary_capacity(config.event_bytes - EVENT_OVERHEAD, config.encoding) - seal_overhead;
+        let batch_bytes = binary_capacity(config.event_bytes - EVENT_OVERHEAD, config.encoding)
+            - crate::link::seal::overhead(config.sealing.as_ref());
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);

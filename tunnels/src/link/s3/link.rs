@@ -129,10 +129,7 @@ impl<S: ObjectStore> S3Link<S> {
 
     /// The bytes sealing adds to a batch: none in a network without a key.
     pub(super) fn seal_overhead(&self) -> usize {
-        self.config
-            .sealing
-            .as_ref()
-            .map_or(0, |_| crate::wire::sealed::SEAL_OVERHEAD)
+        crate::link::seal::overhead(self.config.sealing.as_ref())
     }
 
     /// This node.
