@@ -13,15 +13,7 @@ use tunnels::link::s3::local::{self as local_s3, LocalS3};
 /// `tunnel check args` with `keys` in the environment (none: a clean environment), under
 /// `wrapper` (such as `setpriv ...`) if one is given.
 fn check(args: &[&str], keys: Option<(&str, &str)>, wrapper: &[&str]) -> Output {
-    let binary = env!("CARGO_BIN_EXE_tunnel");
-    let mut command = match wrapper {
-        [] => Command::new(binary),
-        [program, rest @ ..] => {
-            let mut command = Command::new(program);
-            command.args(rest).arg(binary);
-            command
-        }
-    };
+    let mut command = e2e::tunnel_command(wrapper);
     let home = std::env::temp_dir().join(format!("tunnel-check-home-{}", std::process::id()));
     std::fs::create_dir_all(&home).unwrap();
     command

@@ -16,15 +16,7 @@ fn tunnel_up(args: &[&str], secret: &str) -> Output {
 
 /// `tunnel up args`, run by the command `wrapper` if there is one (such as `setpriv ...`).
 fn tunnel_up_under(wrapper: &[&str], args: &[&str], secret: &str) -> Output {
-    let binary = env!("CARGO_BIN_EXE_tunnel");
-    let mut command = match wrapper {
-        [] => Command::new(binary),
-        [program, rest @ ..] => {
-            let mut command = Command::new(program);
-            command.args(rest).arg(binary);
-            command
-        }
-    };
+    let mut command = e2e::tunnel_command(wrapper);
     command
         .arg("up")
         .args(args)

@@ -37,6 +37,19 @@ pub(crate) fn node_addr(id: u64) -> String {
     format!("{NETWORK}::{id:x}")
 }
 
+/// The `tunnel` binary, run by `wrapper` (such as `setpriv ...`) if one is given.
+pub(crate) fn tunnel_command(wrapper: &[&str]) -> Command {
+    let binary = env!("CARGO_BIN_EXE_tunnel");
+    match wrapper {
+        [] => Command::new(binary),
+        [program, rest @ ..] => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(binary);
+            command
+        }
+    }
+}
+
 /// Runs a command, failing the test with its output if it fails.
 pub(crate) fn run(program: &str, args: &[&str]) -> Output {
     let output = Command::new(program)
