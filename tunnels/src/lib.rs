@@ -10,6 +10,8 @@
 //!   adaptive heartbeat; frames out.
 //! - [`net`]: routing: which node a packet goes to, what a node accepts.
 //! - [`device`]: the [`Device`](device::Device) trait; a TUN device (feature `tun`, Linux).
+//! - `stack` (feature `userspace`): a TCP/IP stack in the process, a device for nodes with no
+//!   device and no privileges, its ports bridged to local sockets.
 //!
 //! Features: `aws` (default) the S3 and CloudWatch Logs stores on the AWS SDK; `local-s3` an S3-compatible server in
 //! process, for demos and tests; `tun` the TUN device. The `tunnel` binary is a crate of its own
@@ -20,6 +22,8 @@ pub mod device;
 pub mod link;
 pub mod net;
 pub mod node;
+#[cfg(feature = "userspace")]
+pub mod stack;
 pub mod wire;
 
 pub use link::{Link, LinkError, NodeId, Received};
