@@ -19,6 +19,7 @@ use tunnels::net::ether::{Ipv4Net, mac_of};
 use tunnels::net::switch::{Answered, Dropped, FromHost, Switch};
 use tunnels::net::{Accept, Route, Router};
 use tunnels::node::{Node, NodeConfig, NodeStats};
+use tunnels::stack::{Protocol, Stack, StackConfig};
 use tunnels::wire::sealed::Keys;
 use tunnels::{Link, NodeId, Received};
 
@@ -67,6 +68,39 @@ pub(crate) struct UpArgs {
     /// at the same cost per packet.
     #[arg(long, value_enum, default_value_t = Mode::Tun)]
     mode: Mode,
+
+    /// No device and no privileges: the node's addresses (IPv6, and IPv4 with --ipv4) live in
+    /// a TCP/IP stack in this process, which answers pings; --expose and --forward connect it
+    /// to this machine. For sandboxes, containers and AWS Lambda functions, where a process
+    /// can open no TUN device. Each TCP connection gets a 4 MiB window each way.
+    #[arg(long, conflicts_with_all = ["mode", "device", "txqueuelen", "tcp_congestion"])]
+    userspace: bool,
+
+    /// (--userspace) Connections to this node's PORT (or datagrams, with /udp) go to
+    /// 127.0.0.1:PORT on this machine: `--expose 3000` makes a local HTTP server on port
+    /// 3000 reachable from the network. A connection the local port refuses is reset.
+    /// Repeatable.
+    #[arg(long, value_name = "PORT[/udp]", requires = "userspace", value_parser = parse_expose)]
+    expose: Vec<(Protocol, u16)>,
+
+    /// (--userspace) Listen on LISTEN on this machine and carry each connection (or each
+    /// client's datagrams, with /udp) to PORT of NODE, a node id (`b`) or an address of the
+    /// network (`[fd5e:59b8:f71d:9a3e::b]`, or an IPv4 one with --ipv4):
+    /// `--forward 127.0.0.1:8080=b:80`. Repeatable.
+    #[arg(long, value_name = "LISTEN=NODE:PORT[/udp]", requires = "userspace", value_parser = parse_forward)]
+    forward: Vec<Forward>,
+
+    /// (--userspace) A TCP connection whose peer has not answered for this long (data
+    /// unacknowledged, or a connect unanswered) is reset. Allow for --max: the first packet
+    /// to an idle peer waits up to its poll interval.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, requires = "userspace")]
+    tcp_timeout: Duration,
+
+    /// (--userspace) Keep-alive probes on idle TCP connections this often, so that one to a
+    /// vanished peer times out too (after --tcp-timeout). Each probe is a packet, so an API
+    /// call, and keeps both nodes polling fast for --linger. [default: none]
+    #[arg(long, value_parser = parse_duration, requires = "userspace")]
+    tcp_keepalive: Option<Duration>,
 
     /// The TUN (or TAP) device to create (`%d` picks the next free number).
     #[arg(long, default_value = "tunnel0")]
@@ -176,6 +210,13 @@ Metrics (--metrics), each labelled with the node id:
   tunnel_bells_total                            \"look at your inbox\" signals rung to peers
   tunnel_reads_deferred_total                   CloudWatch Logs reads left for a later poll, the
                                                 node's --read-rate being spent
+  tunnel_userspace_connections{proto}           --userspace: TCP connections and UDP flows open
+  tunnel_userspace_connections_total{proto,direction}  TCP accepted on exposed ports (in),
+                                                opened for forwards (out); UDP flows (both)
+  tunnel_userspace_refused_total                connections to an exposed port that the local
+                                                port refused (the peer got a reset)
+  tunnel_userspace_resets_total                 TCP connections ended by a reset or a timeout
+  tunnel_userspace_datagrams_dropped_total      UDP datagrams with no room in a socket
   cardio_interval_seconds{heartbeat=\"tunnel-poll\"}  the current interval between polls
 
 Logs go to standard error: the tunnel's own lines from info, the AWS SDK's errors only (its
@@ -229,6 +270,78 @@ impl ServiceArgs {
             credentials: None,
         }
     }
+}
+
+/// `--forward LISTEN=NODE:PORT[/udp]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Forward {
+    protocol: Protocol,
+    listen: SocketAddr,
+    node: ForwardNode,
+    port: u16,
+}
+
+/// Where a forward goes: a node id or an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ForwardNode {
+    Id(NodeId),
+    Addr(std::net::IpAddr),
+}
+
+/// `TEXT` or `TEXT/udp` (or `/tcp`).
+fn split_protocol(text: &str) -> (&str, Protocol) {
+    if let Some(rest) = text.strip_suffix("/udp") {
+        (rest, Protocol::Udp)
+    } else {
+        (text.strip_suffix("/tcp").unwrap_or(text), Protocol::Tcp)
+    }
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{text:?} is not a port (1 to 65535)")),
+        Ok(port) => Ok(port),
+    }
+}
+
+fn parse_expose(text: &str) -> Result<(Protocol, u16), String> {
+    let (port, protocol) = split_protocol(text);
+    Ok((protocol, parse_port(port)?))
+}
+
+fn parse_forward(text: &str) -> Result<Forward, String> {
+    let (text, protocol) = split_protocol(text);
+    let (listen, to) = text
+        .split_once('=')
+        .ok_or("expected LISTEN=NODE:PORT, such as 127.0.0.1:8080=b:80")?;
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        format!("{listen:?} is not an address and port to listen on, such as 127.0.0.1:8080")
+    })?;
+    let (node, port) = to
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{to:?}: expected NODE:PORT, such as b:80"))?;
+    let port = parse_port(port)?;
+    let node = match node.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => ForwardNode::Addr(
+            v6.parse::<Ipv6Addr>()
+                .map_err(|_| format!("{node:?} is not an IPv6 address"))?
+                .into(),
+        ),
+        None => match node.parse::<Ipv4Addr>() {
+            Ok(v4) => ForwardNode::Addr(v4.into()),
+            Err(_) => ForwardNode::Id(parse_node_id(node).map_err(|_| {
+                format!(
+                    "{node:?} is neither a node id (hexadecimal) nor an address ([IPv6] or IPv4)"
+                )
+            })?),
+        },
+    };
+    Ok(Forward {
+        protocol,
+        listen,
+        node,
+        port,
+    })
 }
 
 /// `--mode`: the kind of device.
@@ -761,7 +874,12 @@ async fn run<L: Link>(
     let network = args.network;
     let mut router = Router::new(network, me);
     if let Some(net) = args.ipv4 {
-        let overlaps = host_routes_overlapping(&net);
+        // A userspace node's addresses are its own: the host's routes do not see them.
+        let overlaps = if args.userspace {
+            Vec::new()
+        } else {
+            host_routes_overlapping(&net)
+        };
         if !overlaps.is_empty() {
             return Err(format!(
                 "--ipv4 {net} overlaps the host's own routes ({}): packets for those \
@@ -783,6 +901,10 @@ async fn run<L: Link>(
         warn!(%network, "the network is not a unique local address (fc00::/7)");
     }
 
+    if args.userspace {
+        let stack = userspace(args, &router).await?;
+        return serve(args, me, link, router, stack, None).await;
+    }
     let config = TunConfig {
         name: &args.device,
         addr,
@@ -813,6 +935,79 @@ async fn run<L: Link>(
             let switch = Arc::new(Switch::new(router, mac));
             serve(args, me, link, router, Arc::new(tap), Some(switch)).await
         }
+    }
+}
+
+/// The userspace stack for `router`'s addresses, its ports exposed and forwarded, and a task
+/// that copies its counts into metrics.
+async fn userspace(args: &UpArgs, router: &Router) -> Result<Arc<Stack>, String> {
+    let mut config = StackConfig::new(router.addr());
+    config.ipv4 = router
+        .ipv4_addr()
+        .zip(router.ipv4_net().map(|n| n.prefix_len()));
+    config.mtu = args.mtu as usize;
+    config.tcp_timeout = args.tcp_timeout;
+    config.tcp_keepalive = args.tcp_keepalive;
+    let stack = Arc::new(Stack::start(config));
+    for &(protocol, port) in &args.expose {
+        let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        stack.expose(protocol, port, target);
+        info!(port, protocol = protocol.as_str(), %target, "exposed");
+    }
+    for forward in &args.forward {
+        let ip = match forward.node {
+            ForwardNode::Id(id) => router.addr_of(id).into(),
+            ForwardNode::Addr(ip) => ip,
+        };
+        let remote = SocketAddr::new(ip, forward.port);
+        let listening = stack
+            .forward(forward.protocol, forward.listen, remote)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidInput => format!(
+                    "--forward {}: {remote} is not an address of the network {}/64{}",
+                    forward.listen,
+                    router.network(),
+                    router
+                        .ipv4_net()
+                        .map(|n| format!(" or {n}"))
+                        .unwrap_or_default()
+                ),
+                _ => format!("--forward: listening on {}: {e}", forward.listen),
+            })?;
+        info!(%listening, protocol = forward.protocol.as_str(), %remote, "forwarding");
+    }
+    tokio::spawn(watch_stack(Arc::clone(stack.stats()), router.me()));
+    Ok(stack)
+}
+
+/// Copies the userspace stack's counts into metrics every second.
+async fn watch_stack(stats: Arc<tunnels::stack::StackStats>, me: NodeId) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let node = format!("{me:016x}");
+    let gauge = |proto: &'static str| metrics::gauge!("tunnel_userspace_connections", "node" => node.clone(), "proto" => proto);
+    let total = |proto: &'static str, direction: &'static str| metrics::counter!("tunnel_userspace_connections_total", "node" => node.clone(), "proto" => proto, "direction" => direction);
+    let (tcp_open, udp_open) = (gauge("tcp"), gauge("udp"));
+    let (tcp_in, tcp_out, udp) = (
+        total("tcp", "in"),
+        total("tcp", "out"),
+        total("udp", "both"),
+    );
+    let refused = metrics::counter!("tunnel_userspace_refused_total", "node" => node.clone());
+    let resets = metrics::counter!("tunnel_userspace_resets_total", "node" => node.clone());
+    let dropped =
+        metrics::counter!("tunnel_userspace_datagrams_dropped_total", "node" => node.clone());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        tcp_open.set(stats.tcp_open.load(Relaxed) as f64);
+        udp_open.set(stats.udp_open.load(Relaxed) as f64);
+        tcp_in.absolute(stats.tcp_accepted.load(Relaxed));
+        tcp_out.absolute(stats.tcp_connected.load(Relaxed));
+        udp.absolute(stats.udp_flows.load(Relaxed));
+        refused.absolute(stats.refused.load(Relaxed));
+        resets.absolute(stats.resets.load(Relaxed));
+        dropped.absolute(stats.udp_dropped.load(Relaxed));
     }
 }
 
@@ -862,7 +1057,7 @@ async fn serve<L: Link, D: Device>(
     ));
     info!(
         device = tun.name(),
-        mode = ?args.mode,
+        mode = if args.userspace { "userspace" } else { args.mode.device_kind() },
         mac = switch.as_ref().map(|_| format_mac(mac_of(me))),
         %addr,
         ipv4 = ?router.ipv4_addr(),
@@ -1062,6 +1257,48 @@ mod tests {
         // The loopback range is every host's own.
         let lo = parse_ipv4("127.0.0.0/8").unwrap();
         let _ = host_routes_overlapping(&lo);
+    }
+
+    #[test]
+    fn exposed_ports_and_forwards_are_parsed_and_checked() {
+        assert_eq!(parse_expose("3000"), Ok((Protocol::Tcp, 3000)));
+        assert_eq!(parse_expose("53/udp"), Ok((Protocol::Udp, 53)));
+        assert_eq!(parse_expose("53/tcp"), Ok((Protocol::Tcp, 53)));
+        for bad in ["0", "65536", "http", "", "80/sctp"] {
+            assert!(parse_expose(bad).is_err(), "{bad}");
+        }
+        let forward = parse_forward("127.0.0.1:8080=b:80").unwrap();
+        assert_eq!(
+            forward,
+            Forward {
+                protocol: Protocol::Tcp,
+                listen: "127.0.0.1:8080".parse().unwrap(),
+                node: ForwardNode::Id(0xb),
+                port: 80,
+            }
+        );
+        let forward = parse_forward("[::1]:5353=[fd5e:59b8:f71d:9a3e::c]:53/udp").unwrap();
+        assert_eq!(forward.protocol, Protocol::Udp);
+        assert_eq!(forward.listen, "[::1]:5353".parse().unwrap());
+        assert_eq!(
+            forward.node,
+            ForwardNode::Addr("fd5e:59b8:f71d:9a3e::c".parse().unwrap())
+        );
+        let forward = parse_forward("127.0.0.1:1=10.77.0.11:22").unwrap();
+        assert_eq!(
+            forward.node,
+            ForwardNode::Addr("10.77.0.11".parse().unwrap())
+        );
+        for bad in [
+            "b:80",
+            "8080=b:80",
+            "127.0.0.1:8080=b",
+            "127.0.0.1:8080=zz:80",
+            "127.0.0.1:8080=b:0",
+            "127.0.0.1:8080=[nope]:80",
+        ] {
+            assert!(parse_forward(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

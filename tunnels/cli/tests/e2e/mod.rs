@@ -69,6 +69,9 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Output {
 /// A `tunnel up` in a namespace, its standard error collected.
 pub(crate) struct Tunnel {
     pub(crate) child: Child,
+    /// The namespace it runs in, and where it serves metrics.
+    pub(crate) side: usize,
+    pub(crate) metrics: SocketAddr,
     pub(crate) log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -263,7 +266,12 @@ impl Net {
             ),
         };
         let node_id = format!("{id:x}");
-        let metrics = self.metrics_addr(side).to_string();
+        // A second tunnel in a namespace serves its metrics on the next port.
+        let mut metrics_addr = self.metrics_addr(side);
+        let before = self.tunnels.iter().filter(|t| t.side == side).count();
+        metrics_addr.set_port(metrics_addr.port() + before as u16);
+        let metrics = metrics_addr.to_string();
+        let userspace = extra.contains(&"--userspace");
         let mut args = vec!["netns", "exec", self.ns(side)];
         args.extend_from_slice(wrapper);
         args.extend_from_slice(&[
@@ -277,11 +285,12 @@ impl Net {
             &endpoint,
             "--region",
             "us-east-1",
-            "--device",
-            device,
             "--metrics",
             &metrics,
         ]);
+        if !userspace {
+            args.extend_from_slice(&["--device", device]);
+        }
         if self.backend == Backend::S3 {
             args.push("--path-style");
         }
@@ -311,7 +320,12 @@ impl Net {
                 }
             }
         });
-        self.tunnels.push(Tunnel { child, log });
+        self.tunnels.push(Tunnel {
+            child,
+            side,
+            metrics: metrics_addr,
+            log,
+        });
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
             panic!("tunnel {id:x} did not come up:\n{}", self.logs());
         }
@@ -338,9 +352,13 @@ impl Net {
 
     /// The sum of the metric lines starting with `prefix` on tunnel `side`.
     pub(crate) fn metric(&self, side: usize, prefix: &str) -> f64 {
-        let mut stream =
-            TcpStream::connect_timeout(&self.metrics_addr(side), Duration::from_secs(5))
-                .expect("connecting to the metrics endpoint");
+        self.metric_at(self.metrics_addr(side), prefix)
+    }
+
+    /// The same, of the tunnel serving metrics at `addr` (see [`Tunnel::metrics`]).
+    pub(crate) fn metric_at(&self, addr: SocketAddr, prefix: &str) -> f64 {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .expect("connecting to the metrics endpoint");
         stream
             .write_all(b"GET /metrics HTTP/1.0\r\nHost: tunnel\r\n\r\n")
             .unwrap();
