@@ -111,7 +111,7 @@ fn tunnel_pid(metrics: &str) -> u32 {
             };
             let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
             if args.first().is_some_and(|a| a.ends_with(b"/tunnel"))
-                && args.iter().any(|a| *a == metrics.as_bytes())
+                && args.contains(&metrics.as_bytes())
             {
                 return pid;
             }
