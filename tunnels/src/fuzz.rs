@@ -220,3 +220,59 @@ pub fn sealed(data: &[u8]) {
         );
     }
 }
+
+/// Whatever packets a peer sends a userspace node (through the link, anyone who may write to
+/// the bucket or log group), its stack never panics: the SYN classifier reads them, and the
+/// stack (with exposed TCP and UDP ports) takes them and answers what it answers. The input is
+/// split at each `0xff 0xfe` into packets.
+#[cfg(feature = "userspace")]
+pub fn userspace(data: &[u8]) {
+    use crate::device::Device;
+    use crate::stack::{Protocol, Stack, StackConfig, classify};
+
+    thread_local! {
+        static STACK: (tokio::runtime::Runtime, Stack) = {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let stack = runtime.block_on(async {
+                let mut config = StackConfig::new("fd5e:59b8:f71d:9a3e::a".parse().unwrap());
+                config.ipv4 = Some(("10.77.0.10".parse().unwrap(), 16));
+                let stack = Stack::start(config);
+                // Nothing listens on port 1: SYNs to 80 are dialled, refused and reset.
+                stack.expose(Protocol::Tcp, 80, "127.0.0.1:1".parse().unwrap());
+                stack.expose(Protocol::Udp, 53, "127.0.0.1:1".parse().unwrap());
+                stack
+            });
+            (runtime, stack)
+        };
+    }
+    let mut packets = Vec::new();
+    let mut rest = data;
+    while let Some(at) = rest.windows(2).position(|w| w == [0xff, 0xfe]) {
+        packets.push(&rest[..at]);
+        rest = &rest[at + 2..];
+    }
+    packets.push(rest);
+    STACK.with(|(runtime, stack)| {
+        runtime.block_on(async {
+            for packet in packets {
+                if let Some(syn) = classify::syn(packet) {
+                    assert!(packet.len() >= 40, "a SYN is a whole TCP/IP header");
+                    let _ = (syn.from, syn.to, syn.port);
+                }
+                let _ = stack.try_send(packet);
+            }
+            // Let the engine take them, then take what it sent.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            let mut buf = vec![0u8; 65_536];
+            while let Ok(Ok(_)) =
+                tokio::time::timeout(std::time::Duration::ZERO, stack.recv(&mut buf)).await
+            {
+            }
+        });
+    });
+}

@@ -45,3 +45,9 @@ fn ether_corpus() {
 fn sealed_corpus() {
     replay("sealed", tunnels::fuzz::sealed);
 }
+
+#[cfg(feature = "userspace")]
+#[test]
+fn userspace_corpus() {
+    replay("userspace", tunnels::fuzz::userspace);
+}

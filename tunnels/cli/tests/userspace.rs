@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use e2e::{NODE_A, NODE_B, Net, node_addr, received, run};
 
 const NODE_C: u64 = 0xc;
+const NODE_D: u64 = 0xd;
 
 /// Local servers in namespace a, on 127.0.0.1: HTTP on 8000 (serving `dir`), TCP echo on 7007,
 /// UDP echo on 9000. Killed when dropped.
@@ -212,7 +213,40 @@ fn a_userspace_node_in_a_sandbox_serves_forwards_and_answers_pings() {
         String::from_utf8_lossy(&fetched.stderr),
         net.logs()
     );
-    eprintln!("10 MB from the userspace node in {seconds:.1} s");
+    // The same file from a kernel TUN node in a's namespace, for the README's comparison
+    // (printed, not asserted: a test is no benchmark).
+    let _kernel_server = Servers(vec![
+        Command::new("ip")
+            .args(["netns", "exec", net.ns(0), "python3", "-m", "http.server"])
+            .args(["--bind", "::", "--directory", dir.to_str().unwrap(), "8080"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ]);
+    net.up(0, NODE_D, &[]);
+    let url = format!("http://[{}]:8080/file", node_addr(NODE_D));
+    let started = Instant::now();
+    let fetched = net.exec(
+        1,
+        &[
+            "sh",
+            "-c",
+            &format!("curl -sS -g --retry 5 --retry-connrefused --max-time 300 {url} | sha256sum"),
+        ],
+    );
+    let kernel_seconds = started.elapsed().as_secs_f64();
+    assert_eq!(
+        String::from_utf8_lossy(&fetched.stdout)
+            .split_whitespace()
+            .next(),
+        Some(expected.as_str())
+    );
+    eprintln!(
+        "10 MB over the same link: userspace {seconds:.2} s, kernel TUN {kernel_seconds:.2} s \
+         (userspace/kernel throughput {:.2})",
+        kernel_seconds / seconds
+    );
     let pings = e2e::ping(&net, 1, NODE_A, 3);
     assert!(
         pings.status.success(),
@@ -282,7 +316,7 @@ print("ok")
         String::from_utf8_lossy(&out.stderr),
         net.logs()
     );
-    let c_metrics = net.tunnels[2].metrics;
+    let c_metrics = net.tunnels[3].metrics;
     let connections_out = net.metric_at(
         c_metrics,
         "tunnel_userspace_connections_total{node=\"000000000000000c\",proto=\"tcp\",direction=\"out\"}",

@@ -1,0 +1,4 @@
+//! Fuzzes `tunnels::fuzz::userspace`; see that function for what is checked.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tunnels::fuzz::userspace(data));
