@@ -663,8 +663,14 @@ pub(crate) fn init_logs() -> Result<(), String> {
         directives.parse()
     }
     .map_err(|e| format!("RUST_LOG={directives:?}: {e}"))?;
+    // Colours only for a terminal: a journal, a file or a function's log would keep the escapes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi),
+        )
         .with(filter)
         .try_init()
         .map_err(|e| format!("starting the logs: {e}"))

@@ -346,3 +346,428 @@ print("ok")
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// AWS Lambda's Runtime API, as much of it as a custom runtime uses, on 127.0.0.1 at a port it
+/// chooses: `invocations` invocations, each with a deadline `hold_ms` after it is handed out,
+/// then none (a `next` that never answers, as a frozen function's). It prints one line per
+/// event: `port P`, `invoked ID DEADLINE_MS`, `posted PATH AT_MS ERROR_TYPE BODY`.
+const RUNTIME_API: &str = r#"
+import http.server, sys, time
+holds = [int(ms) for ms in sys.argv[1:]]
+count = 0
+class Api(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def do_GET(self):
+        global count
+        if self.path != "/2018-06-01/runtime/invocation/next":
+            self.send_error(404)
+            return
+        if count >= len(holds):
+            time.sleep(3600)
+            return
+        deadline = int(time.time() * 1000) + holds[count]
+        count += 1
+        body = b'{"n": %d}' % count
+        self.send_response(200)
+        self.send_header("Lambda-Runtime-Aws-Request-Id", "request-%d" % count)
+        self.send_header("Lambda-Runtime-Deadline-Ms", str(deadline))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        print("invoked request-%d %d" % (count, deadline), flush=True)
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        kind = self.headers.get("Lambda-Runtime-Function-Error-Type") or "-"
+        print("posted %s %d %s %s" % (self.path, int(time.time() * 1000), kind, body), flush=True)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+print("port %d" % server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+/// An event of [`RUNTIME_API`]'s.
+#[derive(Debug)]
+enum Runtime {
+    Invoked {
+        id: String,
+        deadline_ms: u64,
+    },
+    Posted {
+        path: String,
+        at_ms: u64,
+        kind: String,
+        body: String,
+    },
+}
+
+struct RuntimeApi {
+    child: Child,
+    port: u16,
+    events: std::sync::mpsc::Receiver<Runtime>,
+}
+
+impl RuntimeApi {
+    /// Starts the API in namespace `ns` (the host's if `None`), one invocation per hold.
+    fn start(ns: Option<&str>, holds_ms: &[u64]) -> RuntimeApi {
+        let holds: Vec<String> = holds_ms.iter().map(u64::to_string).collect();
+        let mut command = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "python3"]);
+                c
+            }
+            None => Command::new("python3"),
+        };
+        let mut child = command
+            .args(["-c", RUNTIME_API])
+            .args(&holds)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let stdout = child.stdout.take().unwrap();
+        let (ports, port) = std::sync::mpsc::channel();
+        let (tx, events) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut words = line.splitn(5, ' ');
+                let event = match words.next() {
+                    Some("port") => {
+                        let _ = ports.send(words.next().unwrap().parse::<u16>().unwrap());
+                        continue;
+                    }
+                    Some("invoked") => Runtime::Invoked {
+                        id: words.next().unwrap().to_owned(),
+                        deadline_ms: words.next().unwrap().parse().unwrap(),
+                    },
+                    Some("posted") => Runtime::Posted {
+                        path: words.next().unwrap().to_owned(),
+                        at_ms: words.next().unwrap().parse().unwrap(),
+                        kind: words.next().unwrap().to_owned(),
+                        body: words.next().unwrap_or("").to_owned(),
+                    },
+                    _ => panic!("the runtime API said {line:?}"),
+                };
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        let port = port
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the runtime API starts");
+        RuntimeApi {
+            child,
+            port,
+            events,
+        }
+    }
+
+    fn next(&self, within: Duration, why: &str) -> Runtime {
+        self.events
+            .recv_timeout(within)
+            .unwrap_or_else(|_| panic!("the runtime API saw nothing within {within:?}: {why}"))
+    }
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A function's package, as `deploy/lambda/README.md` builds it: `bootstrap` and `tunnel`, and
+/// whatever the handler serves.
+fn package(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let bootstrap = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/lambda/bootstrap");
+    std::fs::copy(bootstrap, dir.join("bootstrap")).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_tunnel"), dir.join("tunnel")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["bootstrap", "tunnel"] {
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn the_lambda_bootstrap_says_what_keeps_it_from_starting() {
+    let dir = std::env::temp_dir().join(format!("tunnel-lambda-init-{}", std::process::id()));
+    package(&dir);
+    let api = RuntimeApi::start(None, &[]);
+    let bootstrap = |env: &[(&str, &str)]| {
+        let out = Command::new("sh")
+            .arg(dir.join("bootstrap"))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{}", api.port))
+            .env("LAMBDA_TASK_ROOT", &dir)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        match api.next(Duration::from_secs(30), "an init error") {
+            Runtime::Posted {
+                path, kind, body, ..
+            } => {
+                assert_eq!(path, "/2018-06-01/runtime/init/error");
+                (kind, body)
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let (kind, body) = bootstrap(&[]);
+    assert_eq!(kind, "Runtime.ConfigError");
+    assert!(body.contains("TUNNEL_LINK is not set"), "{body}");
+    let (kind, body) = bootstrap(&[("TUNNEL_LINK", "cwl://e2e/net/")]);
+    assert_eq!(kind, "Runtime.ConfigError");
+    assert!(body.contains("TUNNEL_NODE_ID is not set"), "{body}");
+    // The tunnel itself refuses: no credentials in the environment. Lambda is told why, in the
+    // tunnel's words, and the JSON stays one line.
+    let (kind, body) = bootstrap(&[
+        ("TUNNEL_LINK", "cwl://e2e/net/"),
+        ("TUNNEL_NODE_ID", "7a"),
+        ("AWS_REGION", "us-east-1"),
+    ]);
+    assert_eq!(kind, "Runtime.TunnelError");
+    assert!(
+        body.starts_with(r#"{"errorType":"Runtime.TunnelError","errorMessage":"tunnel up exited with 1: tunnel: no AWS credentials"#),
+        "{body}"
+    );
+    assert!(body.ends_with("\"}") && !body.contains('\n'), "{body}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The pid of the process running `/var/task/bootstrap`.
+fn bootstrap_pid() -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            if cmdline
+                .split(|&b| b == 0)
+                .any(|arg| arg == b"/var/task/bootstrap")
+                && !cmdline.starts_with(b"bwrap")
+                && !cmdline.starts_with(b"setpriv")
+            {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "no bootstrap process");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_lambda_function_is_reachable_over_cloudwatch_logs_while_invoked() {
+    let mut net = Net::new_cwl(18);
+    let dir = std::env::temp_dir().join(format!("tunnel-lambda-{}", std::process::id()));
+    package(&dir);
+    let mut page = Vec::with_capacity(256 << 10);
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    while page.len() < 256 << 10 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        page.extend_from_slice(&state.to_le_bytes());
+    }
+    std::fs::write(dir.join("page"), &page).unwrap();
+    let expected =
+        String::from_utf8_lossy(&run("sha256sum", &[dir.join("page").to_str().unwrap()]).stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+
+    // Two invocations: a long one while B fetches and pings, then a short one.
+    const MARGIN_MS: u64 = 2000;
+    let api = RuntimeApi::start(Some(net.ns(0)), &[60_000, 6_000]);
+    let endpoint = format!("--endpoint-url http://{}", net.server_addr);
+    // The sandbox as Lambda's: only the function's environment, / read-only, the package
+    // read-only at /var/task, a /tmp of its own, no /dev/net/tun, nobody with no capabilities.
+    let task = dir.to_str().unwrap();
+    let sandbox_env = [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("LAMBDA_TASK_ROOT", "/var/task"),
+        ("_HANDLER", "python3 -m http.server --bind 127.0.0.1 3000"),
+        ("AWS_ACCESS_KEY_ID", e2e::moto::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", e2e::moto::SECRET_KEY),
+        ("AWS_SESSION_TOKEN", "a-session-token-as-lambda-gives"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("TUNNEL_LINK", "cwl://e2e/net/"),
+        ("TUNNEL_NODE_ID", "a"),
+        ("TUNNEL_EXPOSE", "3000"),
+        ("TUNNEL_ARGS", &endpoint),
+        ("TUNNEL_MARGIN_MS", "2000"),
+    ];
+    let runtime_api = format!("127.0.0.1:{}", api.port);
+    let mut args: Vec<&str> = vec!["netns", "exec", net.ns(0), "bwrap", "--clearenv"];
+    for (name, value) in &sandbox_env {
+        args.extend_from_slice(&["--setenv", name, value]);
+    }
+    args.extend_from_slice(&["--setenv", "AWS_LAMBDA_RUNTIME_API", &runtime_api]);
+    args.extend_from_slice(&[
+        "--ro-bind",
+        "/",
+        "/",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",
+        "--tmpfs",
+        "/var",
+        "--ro-bind",
+        task,
+        "/var/task",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--",
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "/var/task/bootstrap",
+    ]);
+    let mut function = Command::new("ip")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = function.stderr.take().unwrap();
+    let reader = thread::spawn({
+        let log = std::sync::Arc::clone(&log);
+        move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        }
+    });
+    let function_log = || log.lock().unwrap().clone();
+
+    let Runtime::Invoked { id, deadline_ms } =
+        api.next(Duration::from_secs(60), "the first invocation")
+    else {
+        panic!("{}", function_log());
+    };
+    assert_eq!(id, "request-1");
+    // The bootstrap takes an invocation once the tunnel is up: the log says so.
+    assert!(function_log().contains(" up "), "{}", function_log());
+    let pid = bootstrap_pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.contains("\nUid:\t65534\t65534\t65534\t65534"),
+        "{status}"
+    );
+    assert!(status.contains("\nCapEff:\t0000000000000000"), "{status}");
+
+    // While invoked: B, on a kernel TUN device, fetches the page from the function's server and
+    // pings the function.
+    net.up(1, NODE_B, &[]);
+    let url = format!("http://[{}]:3000/page", node_addr(NODE_A));
+    let fetched = net.exec(
+        1,
+        &[
+            "sh",
+            "-c",
+            &format!("curl -sS -g --max-time 45 {url} | sha256sum"),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&fetched.stdout)
+            .split_whitespace()
+            .next(),
+        Some(expected.as_str()),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&fetched.stderr),
+        function_log(),
+        net.logs()
+    );
+    let pings = e2e::ping(&net, 1, NODE_A, 2);
+    assert!(
+        pings.status.success(),
+        "{}\n{}",
+        received(&pings),
+        function_log()
+    );
+
+    // The invocation returns just before its deadline, then the next is taken by the same
+    // runtime and the same tunnel.
+    for (n, within) in [(1, 70), (2, 20)] {
+        if n == 2 {
+            let Runtime::Invoked { id, .. } = api.next(Duration::from_secs(10), "the second")
+            else {
+                panic!("{}", function_log());
+            };
+            assert_eq!(id, "request-2");
+        }
+        let Runtime::Posted {
+            path, at_ms, body, ..
+        } = api.next(Duration::from_secs(within), "a response")
+        else {
+            panic!("{}", function_log());
+        };
+        assert_eq!(
+            path,
+            format!("/2018-06-01/runtime/invocation/request-{n}/response")
+        );
+        assert!(body.starts_with(r#"{"node":"a","reachable_ms":"#), "{body}");
+        if n == 1 {
+            assert!(
+                at_ms + MARGIN_MS >= deadline_ms && at_ms < deadline_ms,
+                "returned at {at_ms}, deadline {deadline_ms}"
+            );
+        }
+    }
+    assert_eq!(
+        function_log().matches(": up ").count(),
+        1,
+        "{}",
+        function_log()
+    );
+
+    // Lambda's shutdown: SIGTERM to the runtime, which stops the tunnel cleanly.
+    run("kill", &["-TERM", &pid.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while function.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the function stops on SIGTERM\n{}",
+            function_log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    reader.join().unwrap();
+    assert!(function_log().contains(" down "), "{}", function_log());
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
+}
