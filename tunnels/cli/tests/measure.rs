@@ -7,6 +7,10 @@
 //! cargo test --release -p tunnel --test measure
 //! MEASURE_LINK=cwl cargo test --release -p tunnel --test measure
 //! ```
+//!
+//! `MEASURE=userspace` measures instead a userspace node (`--userspace --expose`) against a
+//! kernel TUN node on the same link and server: the same file fetched from each by a kernel TUN
+//! node with curl, in turns, `MEASURE_RUNS` times (5), `MEASURE_MB` megabytes (20).
 
 mod e2e;
 
@@ -82,12 +86,123 @@ fn describe_calls(net: &Net, before: &[f64], after: &[f64]) -> String {
     )
 }
 
+/// A 20 MB file served from namespace a by each node in turn, fetched by B.
+fn userspace(mut net: Net) {
+    let runs: usize = std::env::var("MEASURE_RUNS").map_or(5, |n| n.parse().unwrap());
+    let mb: usize = std::env::var("MEASURE_MB").map_or(20, |n| n.parse().unwrap());
+    let dir = std::env::temp_dir().join(format!("tunnel-measure-userspace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("file");
+    run(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={}", file.display()),
+            "bs=1M",
+            &format!("count={mb}"),
+        ],
+    );
+    let digest = |out: &Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let expected = digest(&run("sha256sum", &[file.to_str().unwrap()]));
+    // The userspace node exposes 127.0.0.1:8000; the kernel node's server listens on [::]:8080.
+    let mut servers: Vec<std::process::Child> = [["127.0.0.1", "8000"], ["::", "8080"]]
+        .iter()
+        .map(|[bind, port]| {
+            Command::new("ip")
+                .args(["netns", "exec", net.ns(0), "python3", "-m", "http.server"])
+                .args(["--bind", bind, "--directory", dir.to_str().unwrap(), port])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    const NODE_D: u64 = 0xd;
+    net.up(0, NODE_A, &["--userspace", "--expose", "8000"]);
+    net.up(0, NODE_D, &[]);
+    net.up(1, NODE_B, &[]);
+    let urls = [
+        format!("http://[{}]:8000/file", node_addr(NODE_A)),
+        format!("http://[{}]:8080/file", node_addr(NODE_D)),
+    ];
+    let mut seconds = [Vec::new(), Vec::new()];
+    for round in 0..runs {
+        for (i, url) in urls.iter().enumerate() {
+            let started = std::time::Instant::now();
+            let out = net.exec(
+                1,
+                &[
+                    "sh",
+                    "-c",
+                    &format!(
+                        "curl -sS -g --retry 5 --retry-connrefused --max-time 600 {url} | sha256sum"
+                    ),
+                ],
+            );
+            let took = started.elapsed().as_secs_f64();
+            assert_eq!(digest(&out), expected, "{}", net.logs());
+            println!(
+                "round {round}: {} {mb} MB in {took:.2} s ({:.1} MB/s)",
+                ["userspace", "kernel TUN"][i],
+                mb as f64 / took
+            );
+            seconds[i].push(took);
+        }
+    }
+    // Peak memory of each node's process, as a function's memory size has to hold it.
+    let peak_kib = |side: usize, metrics: std::net::SocketAddr| {
+        let tunnel = net
+            .tunnels
+            .iter()
+            .find(|t| t.side == side && t.metrics == metrics)
+            .unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", tunnel.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    let (a_peak, d_peak) = (
+        peak_kib(0, net.tunnels[0].metrics),
+        peak_kib(0, net.tunnels[1].metrics),
+    );
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (user, kernel) = (median(&mut seconds[0]), median(&mut seconds[1]));
+    println!(
+        "{mb} MB, median of {runs}: userspace {user:.2} s ({:.1} MB/s), kernel TUN {kernel:.2} s \
+         ({:.1} MB/s); userspace/kernel throughput {:.2}; peak memory userspace {a_peak:?} KiB, \
+         kernel TUN {d_peak:?} KiB",
+        mb as f64 / user,
+        mb as f64 / kernel,
+        kernel / user,
+    );
+    for server in &mut servers {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     let mut net = match std::env::var("MEASURE_LINK").as_deref() {
         Ok("cwl") => Net::new_cwl(14),
         Ok("s3") | Err(_) => Net::new(4),
         Ok(other) => panic!("MEASURE_LINK={other}: s3 or cwl"),
     };
+    if std::env::var("MEASURE").as_deref() == Ok("userspace") {
+        return userspace(net);
+    }
     let n_ops = ops(&net).len();
     net.up(0, NODE_A, &[]);
     net.up(1, NODE_B, &[]);
