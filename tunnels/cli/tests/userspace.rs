@@ -624,6 +624,8 @@ fn a_lambda_function_is_reachable_over_cloudwatch_logs_while_invoked() {
     }
     args.extend_from_slice(&["--setenv", "AWS_LAMBDA_RUNTIME_API", &runtime_api]);
     args.extend_from_slice(&[
+        "--unshare-pid",
+        "--die-with-parent",
         "--ro-bind",
         "/",
         "/",
@@ -649,15 +651,19 @@ fn a_lambda_function_is_reachable_over_cloudwatch_logs_while_invoked() {
         "--bounding-set=-all",
         "/var/task/bootstrap",
     ]);
-    let mut function = Command::new("ip")
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Killed when dropped, should the test fail: bwrap is the init of the sandbox's own pid
+    // namespace, and everything in it ends with it.
+    let mut function = Servers(vec![
+        Command::new("ip")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ]);
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let stderr = function.stderr.take().unwrap();
+    let stderr = function.0[0].stderr.take().unwrap();
     let reader = thread::spawn({
         let log = std::sync::Arc::clone(&log);
         move || {
@@ -758,7 +764,7 @@ fn a_lambda_function_is_reachable_over_cloudwatch_logs_while_invoked() {
     // Lambda's shutdown: SIGTERM to the runtime, which stops the tunnel cleanly.
     run("kill", &["-TERM", &pid.to_string()]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while function.try_wait().unwrap().is_none() {
+    while function.0[0].try_wait().unwrap().is_none() {
         assert!(
             Instant::now() < deadline,
             "the function stops on SIGTERM\n{}",
