@@ -1,7 +1,8 @@
 //! The heartbeat: one reusable `Sleep`, rescheduled whenever the interval changes.
 //!
 //! Invariants, true whenever `poll_tick` returns `Pending`:
-//! - `sleep` is due at `last + gap(scheduled)`, pushed back to the budget's earliest conforming
+//! - `sleep` is due at `last + gap(scheduled)` (`last`: when the previous beat was due if it
+//!   was on time, else when it was delivered), pushed back to the budget's earliest conforming
 //!   instant if that is later (then `held` is set); before the first beat it is due at creation.
 //! - `scheduled` equals the shared interval, and the task's waker is registered with the shared
 //!   state, so any later change wakes it and is applied on the next poll.
@@ -46,8 +47,9 @@ impl Beat {
 /// [`slower`], always between a shortest interval `min` and a longest `max`.
 ///
 /// Made by [`heartbeat`](crate::heartbeat) or [`Heartbeat::builder`]. The first beat comes at
-/// once; after that, beats come one interval after the previous one was delivered. See the
-/// [crate documentation](crate) for the model.
+/// once; after that, beats come one interval after the previous one was due (or, when the
+/// consumer took it late, after it was delivered). See the [crate documentation](crate) for the
+/// model and what the timer's resolution means for it.
 ///
 /// # Cancel safety
 ///
@@ -61,7 +63,8 @@ pub struct Heartbeat {
     sleep: Pin<Box<Sleep>>,
     /// The interval, in nanoseconds, that `sleep`'s deadline was computed from.
     scheduled: u64,
-    /// When the last beat was delivered; `None` before the first.
+    /// When the last beat was due, if it was on time, else when it was delivered; `None` before
+    /// the first.
     last: Option<Instant>,
     /// Whether the budget pushed the pending beat past its interval.
     held: bool,
@@ -209,13 +212,18 @@ impl Heartbeat {
         let now = Instant::now();
         let metrics = &self.shared.metrics;
         let mut coalesced = 0;
-        if self.last.is_some() {
+        let due = self.sleep.deadline();
+        let late = now.saturating_duration_since(due);
+        // A beat delivered within the timer's slack of its deadline is on time: the timer's
+        // rounding, not the consumer.
+        // Delivered within the slack of its deadline, a beat is on time: the timer's rounding,
+        // the runtime's delay or a consumer a moment late, none of which should cost a beat.
+        let on_time = late <= TIMER_SLACK;
+        if self.last.is_some() && !on_time {
             // Beats that would have fallen between the deadline and now were missed by a slow
             // consumer. Deliver one beat, not a burst, and slow down: beating faster than the
             // consumer takes beats buys nothing.
-            let late = now
-                .saturating_duration_since(self.sleep.deadline())
-                .as_nanos();
+            let late = late.as_nanos();
             let interval = u128::from(self.scheduled);
             if late >= interval {
                 coalesced = u64::try_from(late / interval).unwrap_or(u64::MAX);
@@ -233,8 +241,19 @@ impl Heartbeat {
         if let Some(jitter) = self.jitter.as_mut() {
             jitter.resample();
         }
-        self.last = Some(now);
-        self.schedule(self.shared.interval_nanos(), now);
+        // On time, the next beat is due an interval after this one was due, so that the timer's
+        // rounding (up to its millisecond) does not add to every interval and the rate is the
+        // interval's. Taken late by its consumer, the next is due an interval after delivery.
+        // (The first beat is due at creation: the schedule starts from its delivery.)
+        let anchor = if on_time && self.last.is_some() {
+            due
+        } else {
+            now
+        };
+        self.last = Some(anchor);
+        // Not clamped to now: a beat due already (the timer fired this one late, within the
+        // slack) comes at once, and the schedule keeps its phase.
+        self.schedule(self.shared.interval_nanos(), anchor);
         Beat { at: now, coalesced }
     }
 
@@ -407,6 +426,11 @@ impl WakerId {
         }
     }
 }
+
+/// How late a beat may be delivered and still count as on time: Tokio's timer fires up to its
+/// resolution (1 ms) after a deadline, the runtime takes a moment more to poll the task, and a
+/// busy or virtual machine adds milliseconds now and then. The same 5 ms as Tokio's `Interval`.
+pub(crate) const TIMER_SLACK: Duration = Duration::from_millis(5);
 
 fn saturating_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)

@@ -23,8 +23,11 @@
 //!
 //! More guarantees a poller can build on:
 //!
-//! - The first beat comes at once, the next one interval after a beat was *delivered*, so no two
-//!   beats ever come closer than `min` (less [jitter](Builder::jitter)).
+//! - The first beat comes at once; each next one is due one interval after the previous one was
+//!   due, or, if that one was delivered more than 5 ms late, one interval after it was
+//!   delivered. So beats come at the rate the interval says, and no two beats are due closer
+//!   than `min` (less [jitter](Builder::jitter)); see [Timer resolution](#timer-resolution) for
+//!   what that means for delivery.
 //! - A consumer that falls behind gets one beat, not a burst of catch-up beats; the missed beats
 //!   are counted in [`Beat::coalesced`] and the heart slows down one step.
 //! - A [`Budget`] caps the beats in any stretch of time, whatever `faster()` asks: the call
@@ -61,8 +64,23 @@
 //!
 //! # Timer resolution
 //!
-//! Beats are driven by Tokio's timer, which has a resolution of one millisecond: a `min` below
-//! that works, but beats no faster than the timer does.
+//! Beats are driven by Tokio's timer, which fires at a deadline rounded up to its millisecond
+//! (then the runtime polls the task), and a busy or virtual machine can add a few milliseconds.
+//! A beat delivered within 5 ms of its deadline counts as on time (as in Tokio's `Interval`), and
+//! the next one is due an interval after this one was *due*: the rounding does not add up from
+//! beat to beat, and `heartbeat(1ms, 1ms)` beats a thousand times a second, as
+//! `tokio::time::interval(1ms)` does. What `min` promises, precisely:
+//!
+//! - no two beats are *due* closer than `min` (less jitter);
+//! - no two beats are *delivered* closer than `min` less 5 ms: over any stretch of time `t`, at
+//!   most `1 + (t + 5 ms) / min` beats (with `min` under 5 ms, the beats of those 5 ms can come
+//!   back to back, never more);
+//! - a consumer that takes a beat more than 5 ms late gets the next one a whole interval after
+//!   delivery, never sooner;
+//! - a `min` below a millisecond works: beats come as often as the timer fires, and on average
+//!   never faster than `min`.
+//!
+//! A [`Budget`] is the hard ceiling, by delivery time, whatever the timer does.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

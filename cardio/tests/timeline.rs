@@ -408,3 +408,62 @@ fn jitter_of_one_panics() {
 fn factor_of_one_panics() {
     let _ = Heartbeat::builder(secs(1), secs(2)).factor(1.0);
 }
+
+/// Tokio's timer fires at a deadline rounded up to its millisecond. Scheduled from the previous
+/// delivery, every 1.5 ms interval would become 2 ms (a third fewer beats); scheduled from the
+/// previous deadline, the rate is the interval's.
+#[tokio::test(start_paused = true)]
+async fn the_rate_is_the_intervals_despite_the_timers_millisecond() {
+    let start = Instant::now();
+    let interval = Duration::from_micros(1500);
+    let mut heart = heartbeat(interval, interval);
+    let times = beats(&mut heart, start, 1001, |_| {}).await;
+    // Beat k is due at k × 1.5 ms and delivered within the millisecond after.
+    for (k, at) in times.iter().enumerate() {
+        let due = interval * k as u32;
+        assert!(
+            *at >= due && *at < due + ms(1),
+            "beat {k} at {at:?}, due {due:?}"
+        );
+    }
+    assert_eq!(times[1000], ms(1500));
+}
+
+/// Below the timer's resolution, the timer's rounding is not a consumer falling behind: the
+/// heart neither counts missed beats nor slows down.
+#[tokio::test(start_paused = true)]
+async fn the_timers_rounding_is_not_a_late_consumer() {
+    let start = Instant::now();
+    let interval = Duration::from_micros(400);
+    let mut heart = heartbeat(interval, secs(1));
+    let mut coalesced = 0;
+    for _ in 0..101 {
+        coalesced += heart.tick().await.unwrap().coalesced();
+    }
+    assert_eq!(coalesced, 0);
+    assert_eq!(heart.interval(), interval);
+    // The rate is still the interval's: the beats due within one of the timer's milliseconds
+    // come together when it fires, never before they are due.
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= interval * 100 && elapsed < interval * 100 + ms(1),
+        "100 intervals of 400 µs took {elapsed:?}"
+    );
+}
+
+/// Up to 5 ms late, a beat keeps the schedule's phase; later than that, the consumer took it
+/// late and the next one comes a whole interval after delivery.
+#[tokio::test(start_paused = true)]
+async fn five_milliseconds_late_is_on_time_and_later_restarts_the_schedule() {
+    //   0    10  14  20        30     36        46
+    //   |    .   |   |         .      |         |
+    let start = Instant::now();
+    let mut heart = heartbeat(ms(10), ms(10));
+    heart.tick().await;
+    sleep(ms(14)).await; // due at 10, taken at 14
+    assert_eq!(heart.tick().await.unwrap().at() - start, ms(14));
+    assert_eq!(heart.tick().await.unwrap().at() - start, ms(20));
+    sleep(ms(16)).await; // due at 30, taken at 36
+    assert_eq!(heart.tick().await.unwrap().at() - start, ms(36));
+    assert_eq!(heart.tick().await.unwrap().at() - start, ms(46));
+}
