@@ -99,8 +99,9 @@ fn servers(net: &Net, dir: &std::path::Path) -> Servers {
     servers
 }
 
-/// The pid of the tunnel serving metrics at `metrics` (it runs under wrappers).
-fn tunnel_pid(metrics: &str) -> u32 {
+/// The pid of the process whose arguments `matches` says yes to (processes under wrappers
+/// have no handle of their own here), waiting for it for up to 10 s.
+fn pid_of(what: &str, matches: impl Fn(&[&[u8]]) -> bool) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -111,15 +112,20 @@ fn tunnel_pid(metrics: &str) -> u32 {
                 continue;
             };
             let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            if args.first().is_some_and(|a| a.ends_with(b"/tunnel"))
-                && args.contains(&metrics.as_bytes())
-            {
+            if matches(&args) {
                 return pid;
             }
         }
-        assert!(Instant::now() < deadline, "no tunnel process for {metrics}");
+        assert!(Instant::now() < deadline, "no process for {what}");
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The pid of the tunnel serving metrics at `metrics`.
+fn tunnel_pid(metrics: &str) -> u32 {
+    pid_of(metrics, |args| {
+        args.first().is_some_and(|a| a.ends_with(b"/tunnel")) && args.contains(&metrics.as_bytes())
+    })
 }
 
 #[test]
@@ -549,29 +555,14 @@ fn the_lambda_bootstrap_says_what_keeps_it_from_starting() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The pid of the process running `/var/task/bootstrap`.
+/// The pid of the shell running `/var/task/bootstrap` (not of the wrappers that started it).
 fn bootstrap_pid() -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            if cmdline
-                .split(|&b| b == 0)
-                .any(|arg| arg == b"/var/task/bootstrap")
-                && !cmdline.starts_with(b"bwrap")
-                && !cmdline.starts_with(b"setpriv")
-            {
-                return pid;
-            }
-        }
-        assert!(Instant::now() < deadline, "no bootstrap process");
-        thread::sleep(Duration::from_millis(50));
-    }
+    pid_of("/var/task/bootstrap", |args| {
+        args.contains(&b"/var/task/bootstrap".as_slice())
+            && !args
+                .first()
+                .is_some_and(|a| a.ends_with(b"bwrap") || a.ends_with(b"setpriv"))
+    })
 }
 
 #[test]
