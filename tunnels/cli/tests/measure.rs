@@ -8,6 +8,9 @@
 //! MEASURE_LINK=cwl cargo test --release -p tunnel --test measure
 //! ```
 //!
+//! `MEASURE=transfer` measures only the TCP transfer, `MEASURE_RUNS` times (5) of `MEASURE_MB`
+//! megabytes (100), each with its calls and cost per GiB.
+//!
 //! `MEASURE=userspace` measures instead a userspace node (`--userspace --expose`) against a
 //! kernel TUN node on the same link and server: the same file fetched from each by a kernel TUN
 //! node with curl, in turns, `MEASURE_RUNS` times (5), `MEASURE_MB` megabytes (20).
@@ -194,14 +197,50 @@ fn userspace(mut net: Net) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The bulk transfer alone, several times: throughput, calls and dollars per GiB.
+fn transfers(mut net: Net) {
+    let runs: usize = std::env::var("MEASURE_RUNS").map_or(5, |n| n.parse().unwrap());
+    let mb: usize = std::env::var("MEASURE_MB").map_or(100, |n| n.parse().unwrap());
+    let n_ops = ops(&net).len();
+    net.up(0, NODE_A, &[]);
+    net.up(1, NODE_B, &[]);
+    assert!(ping(&net, 0, NODE_B, 1).status.success());
+    let mut rates = Vec::new();
+    for run in 0..runs {
+        let before = calls(&net);
+        let transfer = Transfer::start(&net, 0, 1, NODE_B, mb * 1_000_000);
+        let (bytes, digest, expected, seconds) = transfer.finish(Duration::from_secs(600));
+        assert_eq!((bytes, &digest), (mb * 1_000_000, &expected));
+        let after = calls(&net);
+        let gib = (mb * 1_000_000) as f64 / f64::from(1u32 << 30);
+        println!(
+            "run {run}: {mb} MB over TCP in {seconds:.2} s, {:.1} MB/s; {}; {:.1} calls per MB, ${:.5} per GiB",
+            mb as f64 / seconds,
+            describe_calls(&net, &before, &after),
+            (after[..n_ops].iter().sum::<f64>() - before[..n_ops].iter().sum::<f64>()) / mb as f64,
+            (after[n_ops + 1] - before[n_ops + 1]) / gib,
+        );
+        rates.push(mb as f64 / seconds);
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "{mb} MB, {runs} runs: median {:.1} MB/s (min {:.1}, max {:.1})",
+        rates[rates.len() / 2],
+        rates[0],
+        rates[rates.len() - 1]
+    );
+}
+
 fn main() {
     let mut net = match std::env::var("MEASURE_LINK").as_deref() {
         Ok("cwl") => Net::new_cwl(14),
         Ok("s3") | Err(_) => Net::new(4),
         Ok(other) => panic!("MEASURE_LINK={other}: s3 or cwl"),
     };
-    if std::env::var("MEASURE").as_deref() == Ok("userspace") {
-        return userspace(net);
+    match std::env::var("MEASURE").as_deref() {
+        Ok("userspace") => return userspace(net),
+        Ok("transfer") => return transfers(net),
+        _ => {}
     }
     let n_ops = ops(&net).len();
     net.up(0, NODE_A, &[]);
