@@ -183,6 +183,50 @@ impl Heartbeat {
         }
     }
 
+    /// Takes a beat now, out of turn, if the budget has one: for a poller that knows more is
+    /// waiting (a page came back full, a transfer is under way) and would rather not wait an
+    /// interval for it. `min` does not apply; the [budget](Builder::budget) does, and the next
+    /// beat is due an interval after this one. Returns `None`, and changes nothing, when the
+    /// budget has no beat to give now or the heart was cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let two = NonZeroU32::new(2).unwrap();
+    /// let budget = cardio::Budget::new(two, Duration::from_secs(60)).with_burst(two);
+    /// let mut heart = cardio::Heartbeat::builder(Duration::from_secs(1), Duration::from_secs(8))
+    ///     .budget(budget)
+    ///     .build();
+    /// heart.tick().await; // at once
+    /// assert!(heart.beat_now().is_some()); // out of turn: the second beat of the budget
+    /// assert!(heart.beat_now().is_none()); // the budget has no third
+    /// # }
+    /// ```
+    pub fn beat_now(&mut self) -> Option<Beat> {
+        if self.done {
+            return None;
+        }
+        let now = Instant::now();
+        if let Some(budget) = self.budget.as_mut() {
+            budget.try_take(now).ok()?;
+        }
+        let metrics = &self.shared.metrics;
+        metrics.beats.increment(1);
+        if let Some(jitter) = self.jitter.as_mut() {
+            jitter.resample();
+        }
+        self.last = Some(now);
+        self.schedule(self.shared.interval_nanos(), now);
+        Some(Beat {
+            at: now,
+            coalesced: 0,
+        })
+    }
+
     /// Leaves a clone of `waker` in the shared slot, unless the slot is still armed with a clone
     /// of this very waker: the common case, which then costs no atomic write.
     fn arm(&mut self, waker: &Waker) {

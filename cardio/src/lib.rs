@@ -30,6 +30,8 @@
 //!   what that means for delivery.
 //! - A consumer that falls behind gets one beat, not a burst of catch-up beats; the missed beats
 //!   are counted in [`Beat::coalesced`] and the heart slows down one step.
+//! - [`beat_now()`](Heartbeat::beat_now) takes a beat out of turn, within the budget, for a
+//!   poller that knows more is waiting.
 //! - A [`Budget`] caps the beats in any stretch of time, whatever `faster()` asks: the call
 //!   budget, and so the bill, has a hard ceiling.
 //! - No task is spawned and nothing is allocated per beat: one `Sleep` is reset from beat to

@@ -467,3 +467,28 @@ async fn five_milliseconds_late_is_on_time_and_later_restarts_the_schedule() {
     assert_eq!(heart.tick().await.unwrap().at() - start, ms(36));
     assert_eq!(heart.tick().await.unwrap().at() - start, ms(46));
 }
+
+/// A beat out of turn: `min` does not hold it back, the budget does, and the schedule goes on
+/// from it.
+#[tokio::test(start_paused = true)]
+async fn a_beat_now_comes_at_once_within_the_budget_and_the_next_an_interval_later() {
+    //   0  0.3  0.3(refused)   1.3
+    //   |  |                   |
+    let start = Instant::now();
+    let two = NonZeroU32::new(2).unwrap();
+    let budget = Budget::new(two, secs(60)).with_burst(two);
+    let mut heart = Heartbeat::builder(secs(1), secs(8)).budget(budget).build();
+    heart.tick().await;
+    sleep(ms(300)).await;
+    let beat = heart.beat_now().expect("the budget has a second beat");
+    assert_eq!(beat.at() - start, ms(300));
+    assert!(heart.beat_now().is_none(), "the budget has no third");
+    // The refused beat changed nothing; the next is due an interval after the one out of turn,
+    // and waits for the budget (two a minute).
+    let beat = heart.tick().await.unwrap();
+    assert_eq!(beat.at() - start, secs(30));
+    let mut free = heartbeat(secs(1), secs(8));
+    free.tick().await;
+    let now = free.beat_now().unwrap().at();
+    assert_eq!(free.tick().await.unwrap().at() - now, secs(1));
+}
