@@ -93,6 +93,7 @@ impl Policy {
                             )
                             .with_burst(one),
                         ),
+                        bulk: None,
                         ..NodeConfig::default()
                     },
                     CwlLinkConfig {
@@ -120,6 +121,7 @@ impl Policy {
                     max_poll: fixed,
                     send_delay: Duration::ZERO,
                     frames_per_send: 1,
+                    bulk: None,
                     ..NodeConfig::default()
                 },
                 S3LinkConfig {
@@ -133,6 +135,7 @@ impl Policy {
                 NodeConfig {
                     min_poll: fixed,
                     max_poll: fixed,
+                    bulk: None,
                     ..NodeConfig::default()
                 },
                 S3LinkConfig::default(),

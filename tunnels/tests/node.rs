@@ -134,3 +134,53 @@ async fn shutdown_by_reference_sends_what_is_queued_while_others_hold_the_node()
     assert_eq!(*got.lock().unwrap(), [Bytes::from_static(b"queued")]);
     b.shutdown().await;
 }
+
+/// Megabytes sent and received buy polls at the speed of the data, beats out of turn of the
+/// poll heart: the poll budget caps them with the others, and without `bulk` there are none.
+#[tokio::test(start_paused = true)]
+async fn bulk_batches_buy_polls_at_the_speed_of_the_data_within_the_budget() {
+    use tunnels::node::Bulk;
+    let bulk = Bulk {
+        bytes: 256 << 10,
+        polls: 20,
+        gap: Duration::from_millis(10),
+    };
+    let net = MemoryNetwork::new();
+    let start = |id, bulk, budget| {
+        let config = NodeConfig {
+            bulk,
+            poll_budget: budget,
+            ..NodeConfig::default()
+        };
+        Node::start(Arc::new(net.link(id, 4 << 20)), config, |_| {})
+    };
+    let five = std::num::NonZeroU32::new(5).unwrap();
+    let a = start(1, Some(bulk), None);
+    let b = start(2, Some(bulk), None);
+    let c = start(3, None, None);
+    let d = start(
+        4,
+        Some(bulk),
+        Some(cardio::Budget::per_day(five).with_burst(five)),
+    );
+    let frame = Bytes::from(vec![7u8; 1_000]);
+    for to in [2, 3, 4] {
+        for _ in 0..300 {
+            a.send(to, frame.clone()).unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bulk_polls = |node: &Node| node.stats().bulk_polls.load(Ordering::Relaxed);
+    let received = |node: &Node| node.stats().frames_received.load(Ordering::Relaxed);
+    assert_eq!((received(&b), received(&c), received(&d)), (300, 300, 300));
+    // The sender's 300 KB batches and B's receipt each bought 20 (refilled, not added up).
+    assert!((20..=60).contains(&bulk_polls(&a)), "{}", bulk_polls(&a));
+    assert_eq!(bulk_polls(&b), 20);
+    assert_eq!(bulk_polls(&c), 0);
+    // D's budget: five polls in all, bulk ones included.
+    assert!(d.stats().polls.load(Ordering::Relaxed) <= 5);
+    assert!(bulk_polls(&d) < 5);
+    for node in [a, b, c, d] {
+        node.shutdown().await;
+    }
+}

@@ -146,6 +146,19 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "POLLS", default_value_t = 100_000)]
     budget: u32,
 
+    /// While data flows in bulk (a batch of 256 KiB or more sent or received), poll every
+    /// --bulk-gap, this many times after each such batch, instead of every --min: the round
+    /// trip of a transfer is then a few calls, not a poll interval. The polls count against
+    /// --budget. Off (0) by default; 20 took a 100 MB transfer over a local S3 server from a
+    /// median 4.1 to 12.3 MB/s, for about 2% more per GiB there and 12% more in the cost
+    /// simulation's bulk trace (4.5% more on its web trace).
+    #[arg(long, value_name = "POLLS", default_value_t = 0)]
+    bulk_polls: u32,
+
+    /// The time between bulk polls (see --bulk-polls).
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    bulk_gap: Duration,
+
     /// How long after the last packet the node keeps polling at most every 400 ms, before it
     /// backs off towards --max: conversations pause and resume.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
@@ -1048,6 +1061,11 @@ async fn serve<L: Link, D: Device>(
         max_poll: args.max,
         linger: args.linger,
         poll_budget: NonZeroU32::new(args.budget).map(tunnels::node::poll_budget),
+        bulk: (args.bulk_polls > 0).then(|| tunnels::node::Bulk {
+            polls: args.bulk_polls,
+            gap: args.bulk_gap,
+            ..tunnels::node::Bulk::default()
+        }),
         ..NodeConfig::default()
     };
     let packet_metrics = Arc::new(PacketMetrics::register(me));

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! `MEASURE=transfer` measures only the TCP transfer, `MEASURE_RUNS` times (5) of `MEASURE_MB`
-//! megabytes (100), each with its calls and cost per GiB.
+//! megabytes (100), each with its calls and cost per GiB, the CPU each process took per MB, the
+//! packets the tunnels dropped and TCP's retransmissions; `MEASURE_ARGS` adds `tunnel up` flags
+//! to both nodes.
 //!
 //! `MEASURE=userspace` measures instead a userspace node (`--userspace --expose`) against a
 //! kernel TUN node on the same link and server: the same file fetched from each by a kernel TUN
@@ -202,11 +204,51 @@ fn transfers(mut net: Net) {
     let runs: usize = std::env::var("MEASURE_RUNS").map_or(5, |n| n.parse().unwrap());
     let mb: usize = std::env::var("MEASURE_MB").map_or(100, |n| n.parse().unwrap());
     let n_ops = ops(&net).len();
-    net.up(0, NODE_A, &[]);
-    net.up(1, NODE_B, &[]);
+    // More `tunnel up` flags for both nodes, to compare settings (`--bulk-polls 0`).
+    let extra = std::env::var("MEASURE_ARGS").unwrap_or_default();
+    let extra: Vec<&str> = extra.split_whitespace().collect();
+    net.up(0, NODE_A, &extra);
+    net.up(1, NODE_B, &extra);
     assert!(ping(&net, 0, NODE_B, 1).status.success());
+    // CPU seconds so far of a process (user + system), from /proc (10 ms ticks).
+    let cpu = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / 100.0
+    };
+    let pids = [
+        net.tunnels[0].child.id(),
+        net.tunnels[1].child.id(),
+        std::process::id(),
+    ];
+    // Why a run is slow: packets the tunnels dropped, and TCP's retransmissions.
+    let losses = |net: &Net| {
+        let dropped: f64 = (0..2)
+            .map(|side| net.metric(side, "tunnel_packets_dropped_total"))
+            .sum();
+        let nstat = net.exec(0, &["nstat", "-az", "TcpRetransSegs"]);
+        let retransmitted: f64 = String::from_utf8_lossy(&nstat.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("TcpRetransSegs"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        (dropped, retransmitted)
+    };
     let mut rates = Vec::new();
     for run in 0..runs {
+        let lost_before = losses(&net);
+        let cpu_before: Vec<f64> = pids.iter().map(|&pid| cpu(pid)).collect();
         let before = calls(&net);
         let transfer = Transfer::start(&net, 0, 1, NODE_B, mb * 1_000_000);
         let (bytes, digest, expected, seconds) = transfer.finish(Duration::from_secs(600));
@@ -219,6 +261,22 @@ fn transfers(mut net: Net) {
             describe_calls(&net, &before, &after),
             (after[..n_ops].iter().sum::<f64>() - before[..n_ops].iter().sum::<f64>()) / mb as f64,
             (after[n_ops + 1] - before[n_ops + 1]) / gib,
+        );
+        let used: Vec<f64> = pids
+            .iter()
+            .zip(&cpu_before)
+            .map(|(&pid, before)| (cpu(pid) - before) * 1000.0 / mb as f64)
+            .collect();
+        println!(
+            "  CPU per MB: sender's tunnel {:.1} ms, receiver's tunnel {:.1} ms, the S3 server \
+             (this process) {:.1} ms",
+            used[0], used[1], used[2]
+        );
+        let lost = losses(&net);
+        println!(
+            "  packets dropped by the tunnels {:.0}, TCP segments retransmitted by the sender {:.0}",
+            lost.0 - lost_before.0,
+            lost.1 - lost_before.1
         );
         rates.push(mb as f64 / seconds);
     }

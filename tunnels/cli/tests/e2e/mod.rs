@@ -122,7 +122,7 @@ impl Net {
         let pid = std::process::id() % 100_000;
         let tag = format!("{pid}{k}");
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
