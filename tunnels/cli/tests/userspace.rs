@@ -153,12 +153,14 @@ fn a_userspace_node_in_a_sandbox_serves_forwards_and_answers_pings() {
     let _servers = servers(&net, &dir);
 
     // The sandbox: / read-only, a fresh /tmp, a /dev without net/tun, then nobody with no
-    // capabilities at all. The binary is copied into the sandbox's /tmp (the build directory
-    // may be private to its owner).
+    // capabilities at all; its own pid namespace, which ends with bwrap (killed when the test
+    // ends), so that no tunnel outlives the test. The binary is copied into the sandbox's /tmp
+    // (the build directory may be private to its owner).
     let binary = dir.join("tunnel");
     std::fs::copy(env!("CARGO_BIN_EXE_tunnel"), &binary).unwrap();
     let script = format!(
-        "shift && exec bwrap --ro-bind / / --tmpfs /tmp --dev /dev --proc /proc \
+        "shift && exec bwrap --unshare-pid --die-with-parent --ro-bind / / --tmpfs /tmp \
+         --dev /dev --proc /proc \
          --ro-bind {} /tmp/tunnel -- setpriv --reuid=nobody --regid=nogroup --clear-groups \
          --inh-caps=-all --bounding-set=-all /tmp/tunnel \"$@\"",
         binary.display()
@@ -350,6 +352,20 @@ print("ok")
     );
 
     drop(net);
+    // The sandboxed tunnel ended with its sandbox (its pid, unless reused, is gone).
+    let metrics = a_metrics.to_string();
+    let alive = || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == metrics.as_bytes()))
+    };
+    let gone = Instant::now() + Duration::from_secs(10);
+    while alive() {
+        assert!(
+            Instant::now() < gone,
+            "the sandboxed tunnel outlived its test"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
