@@ -214,17 +214,22 @@ impl Heartbeat {
         if let Some(budget) = self.budget.as_mut() {
             budget.try_take(now).ok()?;
         }
-        let metrics = &self.shared.metrics;
-        metrics.beats.increment(1);
-        if let Some(jitter) = self.jitter.as_mut() {
-            jitter.resample();
-        }
-        self.last = Some(now);
-        self.schedule(self.shared.interval_nanos(), now);
+        self.shared.metrics.beats.increment(1);
+        self.schedule_after(now);
         Some(Beat {
             at: now,
             coalesced: 0,
         })
+    }
+
+    /// A beat went out: draws the next gap's jitter and schedules the next beat an interval
+    /// after `anchor` (not clamped to now: a beat already due comes at once).
+    fn schedule_after(&mut self, anchor: Instant) {
+        if let Some(jitter) = self.jitter.as_mut() {
+            jitter.resample();
+        }
+        self.last = Some(anchor);
+        self.schedule(self.shared.interval_nanos(), anchor);
     }
 
     /// Leaves a clone of `waker` in the shared slot, unless the slot is still armed with a clone
@@ -258,8 +263,6 @@ impl Heartbeat {
         let mut coalesced = 0;
         let due = self.sleep.deadline();
         let late = now.saturating_duration_since(due);
-        // A beat delivered within the timer's slack of its deadline is on time: the timer's
-        // rounding, not the consumer.
         // Delivered within the slack of its deadline, a beat is on time: the timer's rounding,
         // the runtime's delay or a consumer a moment late, none of which should cost a beat.
         let on_time = late <= TIMER_SLACK;
@@ -282,9 +285,6 @@ impl Heartbeat {
         if let Some(budget) = self.budget.as_mut() {
             budget.take(now);
         }
-        if let Some(jitter) = self.jitter.as_mut() {
-            jitter.resample();
-        }
         // On time, the next beat is due an interval after this one was due, so that the timer's
         // rounding (up to its millisecond) does not add to every interval and the rate is the
         // interval's. Taken late by its consumer, the next is due an interval after delivery.
@@ -294,10 +294,9 @@ impl Heartbeat {
         } else {
             now
         };
-        self.last = Some(anchor);
-        // Not clamped to now: a beat due already (the timer fired this one late, within the
-        // slack) comes at once, and the schedule keeps its phase.
-        self.schedule(self.shared.interval_nanos(), anchor);
+        // A beat due already (the timer fired this one late, within the slack) then comes at
+        // once, and the schedule keeps its phase.
+        self.schedule_after(anchor);
         Beat { at: now, coalesced }
     }
 
