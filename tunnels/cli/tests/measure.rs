@@ -160,13 +160,9 @@ fn userspace(mut net: Net) {
             seconds[i].push(took);
         }
     }
-    // Peak memory of each node's process, as a function's memory size has to hold it.
-    let peak_kib = |side: usize, metrics: std::net::SocketAddr| {
-        let tunnel = net
-            .tunnels
-            .iter()
-            .find(|t| t.side == side && t.metrics == metrics)
-            .unwrap();
+    // Peak memory of each node's process, as a function's memory size has to hold it: A, the
+    // userspace node, was started first, D second.
+    let peak_kib = |tunnel: &Tunnel| {
         let status = std::fs::read_to_string(format!("/proc/{}/status", tunnel.child.id()))
             .unwrap_or_default();
         status
@@ -174,10 +170,7 @@ fn userspace(mut net: Net) {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
     };
-    let (a_peak, d_peak) = (
-        peak_kib(0, net.tunnels[0].metrics),
-        peak_kib(0, net.tunnels[1].metrics),
-    );
+    let (a_peak, d_peak) = (peak_kib(&net.tunnels[0]), peak_kib(&net.tunnels[1]));
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]

@@ -213,6 +213,34 @@ fn a_transfer_survives_the_server_stopping_for_10_s() {
     );
 }
 
+/// With --bulk-polls, a transfer's batches buy polls between heartbeats on both sides (the
+/// sender's for the acknowledgements), and every byte still arrives once and in order.
+#[test]
+fn bulk_polls_carry_a_transfer_between_heartbeats() {
+    let mut net = Net::new(19);
+    net.up(0, NODE_A, &["--bulk-polls", "20"]);
+    net.up(1, NODE_B, &["--bulk-polls", "20"]);
+    let transfer = Transfer::start(&net, 0, 1, NODE_B, 10_000_000);
+    let (bytes, digest, expected, _) = transfer.finish(Duration::from_secs(300));
+    assert_eq!((bytes, digest), (10_000_000, expected));
+    // The metrics are copied from the node's counts once a second.
+    thread::sleep(Duration::from_millis(1500));
+    for (side, node) in [(0, NODE_A), (1, NODE_B)] {
+        let bulk = net.metric(side, &labels("tunnel_polls_total", node, "kind=\"bulk\""));
+        assert!(
+            bulk > 0.0,
+            "node {node:x} made no bulk poll:\n{}",
+            net.logs()
+        );
+        assert!(
+            net.metric(
+                side,
+                &labels("tunnel_polls_total", node, "kind=\"heartbeat\"")
+            ) > 0.0
+        );
+    }
+}
+
 /// SIGTERM sends what is queued before the tunnel exits, even while the bucket is unreachable
 /// for a while: a packet accepted is not lost to a restart.
 #[test]
