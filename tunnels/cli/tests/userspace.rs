@@ -299,11 +299,15 @@ print("ok")
         net.logs()
     );
     let c_metrics = net.tunnels.last().unwrap().metrics;
-    let connections_out = net.metric_at(
-        c_metrics,
-        "tunnel_userspace_connections_total{node=\"000000000000000c\",proto=\"tcp\",direction=\"out\"}",
-    );
-    assert_eq!(connections_out, 100.0);
+    // The stack's counts reach the metrics once a second: wait for the hundredth, then check
+    // that no connection was counted twice.
+    let out_total = "tunnel_userspace_connections_total{node=\"000000000000000c\",proto=\"tcp\",direction=\"out\"}";
+    let wait = Instant::now() + Duration::from_secs(5);
+    while net.metric_at(c_metrics, out_total) < 100.0 && Instant::now() < wait {
+        thread::sleep(Duration::from_millis(200));
+    }
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(net.metric_at(c_metrics, out_total), 100.0);
     // The refusal was counted where it happened.
     let wait = Instant::now() + Duration::from_secs(5);
     while net.metric_at(a_metrics, "tunnel_userspace_refused_total") < 1.0 {
