@@ -123,6 +123,27 @@ impl ApiLimits {
         self
     }
 
+    /// Caps the bytes per call below the API's own limit (never above it, never to zero).
+    /// Items keep their own limit, but none larger than a call.
+    ///
+    /// ```
+    /// use bundler::ApiLimits;
+    ///
+    /// let logs = ApiLimits::CLOUDWATCH_PUT_LOG_EVENTS.with_max_bundle_bytes(100_000);
+    /// assert_eq!(logs.max_bundle_bytes(), 100_000);
+    /// assert_eq!(logs.max_item_bytes(), 100_000);
+    /// assert_eq!(logs.with_max_bundle_bytes(1 << 30).max_bundle_bytes(), 100_000);
+    /// ```
+    pub const fn with_max_bundle_bytes(mut self, bytes: usize) -> ApiLimits {
+        if bytes > 0 && bytes < self.max_bundle_bytes {
+            self.max_bundle_bytes = bytes;
+            if self.max_item_bytes > bytes {
+                self.max_item_bytes = bytes;
+            }
+        }
+        self
+    }
+
     /// A name for logs and metrics, such as `cloudwatch-logs:PutLogEvents`.
     pub const fn name(&self) -> &'static str {
         self.name

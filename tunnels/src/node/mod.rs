@@ -9,6 +9,8 @@
 //! ```
 //!
 //! - [`pacing`]: how the heart's rate follows what polls find, as a pure function.
+//! - [`spend`]: a ceiling in dollars a day ([`NodeConfig::max_dollars_per_day`]) that every
+//!   poll and send waits on.
 //!
 //! A poll (or a delivery) that panics is logged and counted in
 //! [`NodeStats::poll_panics`], and the node goes on polling: a bug in one batch's handling must
@@ -30,8 +32,10 @@ use tokio_util::sync::CancellationToken;
 use crate::link::{Link, NodeId, Received};
 
 pub mod pacing;
+pub mod spend;
 
 use pacing::{Pace, Pacing, Polled};
+use spend::{Kind, Spend};
 
 /// What a poll that found batches does to the heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,6 +130,12 @@ pub struct NodeConfig {
     /// on the heart. [`Bulk::default()`] made a 100 MB transfer over a local S3 server 2.5 times
     /// faster for 15% more per GiB (README, "Bulk transfers: where the time goes").
     pub bulk: Option<Bulk>,
+    /// A ceiling on what the node's calls cost, in dollars a day, priced by the link's
+    /// [`prices`](Link::prices): no 24 hours spend more, whatever the traffic (see [`spend`]
+    /// for exactly what that means). When it binds, polls wait for money (the node polls more
+    /// slowly) and so do sends (bundles wait longer, and grow). `None` (the default): no
+    /// ceiling in dollars.
+    pub max_dollars_per_day: Option<f64>,
 }
 
 impl Default for NodeConfig {
@@ -145,6 +155,7 @@ impl Default for NodeConfig {
             seed: None,
             frames_per_send: usize::MAX,
             bulk: None,
+            max_dollars_per_day: None,
         }
     }
 }
@@ -178,6 +189,7 @@ pub struct Node {
     stop: CancellationToken,
     poller: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     stats: Arc<NodeStats>,
+    spend: Option<Arc<Spend>>,
 }
 
 impl Node {
@@ -185,8 +197,9 @@ impl Node {
     ///
     /// # Panics
     ///
-    /// Panics outside a Tokio runtime, or if the poll bounds are invalid (see
-    /// [`cardio::heartbeat`]).
+    /// Panics outside a Tokio runtime, if the poll bounds are invalid (see
+    /// [`cardio::heartbeat`]), or if [`max_dollars_per_day`](NodeConfig::max_dollars_per_day)
+    /// is not a positive number.
     pub fn start<L, D>(link: Arc<L>, config: NodeConfig, mut deliver: D) -> Node
     where
         L: Link,
@@ -212,9 +225,21 @@ impl Node {
         let epoch = tokio::time::Instant::now();
         let last_traffic = Arc::new(AtomicU64::new(NEVER));
 
+        let spend = config.max_dollars_per_day.map(|per_day| {
+            let prices = link.prices();
+            let dearest = prices.ops.iter().map(|(op, _)| prices.per_call(op));
+            let spend = Spend::new(per_day, dearest.fold(0.0, f64::max));
+            Arc::new(spend.unwrap_or_else(|e| panic!("NodeConfig::max_dollars_per_day: {e}")))
+        });
+        let mut limits = link.limits().with_max_items(config.frames_per_send);
+        if let Some(spend) = &spend {
+            // Where bytes are billed, no send may cost more than the bucket holds for sends:
+            // it would overshoot the ceiling by the difference.
+            limits = limits.with_max_bundle_bytes(affordable_bytes(&*link, spend));
+        }
         let mut bundler = bundler::Bundler::builder()
             .name("tunnel-send")
-            .limits(link.limits().with_max_items(config.frames_per_send))
+            .limits(limits)
             .count_threshold(usize::MAX)
             .byte_threshold(usize::MAX)
             .delay_threshold(config.send_delay)
@@ -230,12 +255,24 @@ impl Node {
         let bundler = bundler.build_keyed({
             let (link, heart, stats) = (Arc::clone(&link), handle.clone(), Arc::clone(&stats));
             let (last_traffic, bulk) = (Arc::clone(&last_traffic), Arc::clone(&bulk));
+            let spend = spend.clone();
             move |to: NodeId, frames: Vec<Bytes>| {
                 let (link, heart, stats) = (Arc::clone(&link), heart.clone(), Arc::clone(&stats));
                 let (last_traffic, bulk) = (Arc::clone(&last_traffic), Arc::clone(&bulk));
+                let spend = spend.clone();
                 async move {
                     let n = frames.len() as u64;
-                    match link.send(to, &frames).await {
+                    if let Some(spend) = &spend {
+                        let bytes: usize = frames.iter().map(Bytes::len).sum();
+                        spend
+                            .ready(Kind::Send, send_estimate(&*link, bytes, frames.len()))
+                            .await;
+                    }
+                    let sent = link.send(to, &frames).await;
+                    if let Some(spend) = &spend {
+                        spend.settle(Kind::Send, link.cost());
+                    }
+                    match sent {
                         Ok(()) => {
                             stats.frames_sent.fetch_add(n, Ordering::Relaxed);
                             // The peer's answers to megabytes come soon: read them as they come.
@@ -255,10 +292,21 @@ impl Node {
         let poller = tokio::spawn({
             let stats = Arc::clone(&stats);
             let stop = stop.clone();
+            let spend = spend.clone();
             async move {
                 while bulk.wait(&mut heart, &stop, &stats).await {
+                    if let Some(spend) = &spend {
+                        tokio::select! {
+                            () = spend.ready(Kind::Poll, spend.poll_estimate()) => {}
+                            () = stop.cancelled() => break,
+                        }
+                    }
                     stats.polls.fetch_add(1, Ordering::Relaxed);
-                    let polled = match AssertUnwindSafe(link.poll()).catch_unwind().await {
+                    let polled = AssertUnwindSafe(link.poll()).catch_unwind().await;
+                    if let Some(spend) = &spend {
+                        spend.settle(Kind::Poll, link.cost());
+                    }
+                    let polled = match polled {
                         Ok(Ok(batches)) if !batches.is_empty() => {
                             last_traffic.store(millis_since(epoch), Ordering::Relaxed);
                             bulk.saw(|| {
@@ -315,6 +363,7 @@ impl Node {
             stop,
             poller: tokio::sync::Mutex::new(Some(poller)),
             stats,
+            spend,
         }
     }
 
@@ -347,6 +396,11 @@ impl Node {
     /// The node's counts (clone the `Arc` to read them after [`shutdown`](Node::shutdown)).
     pub fn stats(&self) -> &Arc<NodeStats> {
         &self.stats
+    }
+
+    /// The dollar ceiling's bucket, with a [`max_dollars_per_day`](NodeConfig::max_dollars_per_day).
+    pub fn spend(&self) -> Option<&Arc<Spend>> {
+        self.spend.as_ref()
     }
 
     /// Sends everything queued, then stops polling. Frames sent after it started are handed
@@ -435,6 +489,35 @@ impl BulkPolls {
             }
         }
     }
+}
+
+/// The dearest price per call and per GB of `link`'s operations.
+fn dearest<L: Link>(link: &L) -> (f64, f64) {
+    let prices = link.prices();
+    prices.ops.iter().fold((0.0, 0.0), |(call, gb), (_, p)| {
+        (f64::max(call, p.per_1k_calls / 1e3), f64::max(gb, p.per_gb))
+    })
+}
+
+/// What a send of `frames` frames of `bytes` in all may cost on `link`, at most: two of its
+/// dearest calls (a PUT and a bell's, on S3) and, where bytes are billed, twice its bytes
+/// (the text encoding of a log event is 1.6 times the bytes it carries) plus 64 a frame.
+fn send_estimate<L: Link>(link: &L, bytes: usize, frames: usize) -> f64 {
+    let (per_call, per_gb) = dearest(link);
+    2.0 * per_call + per_gb * (2 * bytes + 64 * frames) as f64 / 1e9
+}
+
+/// The largest batch whose [`send_estimate`] the sends' half of `spend`'s bucket can pay
+/// (at least 128 KiB, room for the largest frame); no limit where bytes are free.
+fn affordable_bytes<L: Link>(link: &L, spend: &Spend) -> usize {
+    let (per_call, per_gb) = dearest(link);
+    if per_gb <= 0.0 {
+        return usize::MAX;
+    }
+    let dollars = spend.capacity(Kind::Send) - 2.0 * per_call;
+    // Frames of at least 1,280 bytes (the smallest MTU's) cost 64 more each.
+    let bytes = dollars / per_gb * 1e9 / (2.0 + 64.0 / 1_280.0);
+    (bytes.max(0.0) as usize).max(128 << 10)
 }
 
 /// What a panic said, if it said it in a string.
