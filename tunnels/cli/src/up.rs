@@ -155,6 +155,18 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "POLLS", default_value_t = 0)]
     bulk_polls: u32,
 
+    /// A ceiling on what this node's calls cost, in dollars a day at the link's prices (S3
+    /// Standard per call; CloudWatch Logs per GB ingested): no 24 hours spend more, whatever
+    /// the traffic. A fifth of it may go at once, the rest over the day; polls and sends each
+    /// have half (all of it to sends over cwl://, whose reads are free). When it binds, polls
+    /// wait for money (polling slower) and so do sends (bundles wait longer and grow), until
+    /// the node's buffer is full and packets from the device are dropped (buffer_full); nothing
+    /// accepted is lost. The metrics tunnel_budget_* say how much is spent and what waits.
+    /// In the cost simulation on S3 (costsim --max-dollars-per-day): $0.01 keeps the ping
+    /// trace's p99 within a second; see the README, "A bill in dollars". [default: none]
+    #[arg(long, value_name = "DOLLARS", value_parser = parse_dollars)]
+    max_dollars_per_day: Option<f64>,
+
     /// The time between bulk polls (see --bulk-polls).
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     bulk_gap: Duration,
@@ -232,6 +244,14 @@ Metrics (--metrics), each labelled with the node id:
   tunnel_userspace_resets_total                 TCP connections ended by a reset or a timeout
   tunnel_userspace_datagrams_dropped_total      UDP datagrams with no room in a socket
   cardio_interval_seconds{heartbeat=\"tunnel-poll\"}  the current interval between polls
+  tunnel_budget_dollars_per_day                 --max-dollars-per-day: the ceiling
+  tunnel_budget_spent_dollars                   spent over the last 24 hours
+  tunnel_budget_spent_ratio                     that, as a share of the ceiling (0 to 1)
+  tunnel_budget_available_dollars               in the bucket now, for calls at once
+  tunnel_budget_waiting{kind=\"poll\"|\"send\"}     calls waiting for money now: polling slower,
+                                                bundles waiting longer
+  tunnel_budget_waits_total{kind}               calls that waited for money
+  tunnel_budget_wait_seconds_total{kind}        how long they waited (waits that ended)
 
 Logs go to standard error: the tunnel's own lines from info, the AWS SDK's errors only (its
 warnings are its provider chains and retries, which the tunnel reports in its own words).
@@ -1006,6 +1026,51 @@ async fn userspace(args: &UpArgs, router: &Router) -> Result<Arc<Stack>, String>
     Ok(stack)
 }
 
+/// A number of dollars, such as `0.05` or `$1`: positive and finite.
+fn parse_dollars(text: &str) -> Result<f64, String> {
+    match text.trim().trim_start_matches('$').parse::<f64>() {
+        Ok(d) if d.is_finite() && d > 0.0 => Ok(d),
+        _ => Err(format!(
+            "{text:?} is not a number of dollars above zero (such as 0.05)"
+        )),
+    }
+}
+
+/// Copies the dollar ceiling's state into metrics every second.
+async fn watch_spend(spend: Arc<tunnels::node::spend::Spend>, me: NodeId) {
+    use tunnels::node::spend::Kind;
+    let node = format!("{me:016x}");
+    let gauge = |name: &'static str| metrics::gauge!(name, "node" => node.clone());
+    let (ceiling, spent, ratio, available) = (
+        gauge("tunnel_budget_dollars_per_day"),
+        gauge("tunnel_budget_spent_dollars"),
+        gauge("tunnel_budget_spent_ratio"),
+        gauge("tunnel_budget_available_dollars"),
+    );
+    let kinds = [Kind::Poll, Kind::Send];
+    let by_kind = |name: &'static str| kinds.map(|kind| (name, node.clone(), kind.as_str()));
+    let waiting = by_kind("tunnel_budget_waiting")
+        .map(|(name, node, kind)| metrics::gauge!(name, "node" => node, "kind" => kind));
+    let waits = by_kind("tunnel_budget_waits_total")
+        .map(|(name, node, kind)| metrics::counter!(name, "node" => node, "kind" => kind));
+    let waited = by_kind("tunnel_budget_wait_seconds_total")
+        .map(|(name, node, kind)| metrics::gauge!(name, "node" => node, "kind" => kind));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let stats = spend.stats();
+        ceiling.set(stats.per_day);
+        spent.set(stats.spent_last_day);
+        ratio.set(stats.spent_last_day / stats.per_day);
+        available.set(stats.available);
+        for i in 0..kinds.len() {
+            waiting[i].set(f64::from(stats.waiting[i]));
+            waits[i].absolute(stats.waits[i]);
+            waited[i].set(stats.waited[i].as_secs_f64());
+        }
+    }
+}
+
 /// Copies the userspace stack's counts into metrics every second.
 async fn watch_stack(stats: Arc<tunnels::stack::StackStats>, me: NodeId) {
     use std::sync::atomic::Ordering::Relaxed;
@@ -1072,6 +1137,7 @@ async fn serve<L: Link, D: Device>(
             gap: args.bulk_gap,
             ..tunnels::node::Bulk::default()
         }),
+        max_dollars_per_day: args.max_dollars_per_day,
         ..NodeConfig::default()
     };
     let packet_metrics = Arc::new(PacketMetrics::register(me));
@@ -1105,6 +1171,9 @@ async fn serve<L: Link, D: Device>(
         Arc::clone(&packet_metrics),
     ));
     let watcher = tokio::spawn(watch(Arc::clone(node.stats()), Arc::clone(&packet_metrics)));
+    let spend_watcher = node
+        .spend()
+        .map(|spend| tokio::spawn(watch_spend(Arc::clone(spend), me)));
 
     let outcome = tokio::select! {
         signal = stop_signal() => {
@@ -1119,12 +1188,25 @@ async fn serve<L: Link, D: Device>(
     reader.abort();
     watcher.abort();
     let _ = tokio::join!(reader, watcher);
+    if let Some(spend) = node.spend() {
+        let held = spend.stats().waiting;
+        if held.iter().any(|&n| n > 0) {
+            info!(
+                available = spend.available(),
+                "the dollar ceiling is spent: what is queued goes as the budget refills \
+                 (a second signal drops it)"
+            );
+        }
+    }
     let stats = Arc::clone(node.stats());
     tokio::select! {
         () = node.shutdown() => {}
         signal = stop_signal() => {
             warn!(signal = signal?, "stopping now: packets still queued are dropped");
         }
+    }
+    if let Some(watcher) = spend_watcher {
+        watcher.abort();
     }
     let count =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);

@@ -241,6 +241,48 @@ fn bulk_polls_carry_a_transfer_between_heartbeats() {
     }
 }
 
+/// A tight --max-dollars-per-day holds a node's sends back (its replies wait for money and
+/// come later), nothing is lost, and the metrics say what is spent and what waits.
+#[test]
+fn a_dollar_ceiling_holds_a_node_back_and_says_so() {
+    let mut net = Net::new(20);
+    // A fifth of a cent a day: a bucket of about 40 sends at once, then one every 9 minutes.
+    net.up(0, NODE_A, &["--max-dollars-per-day", "0.002"]);
+    net.up(1, NODE_B, &[]);
+    let addr = node_addr(NODE_A);
+    let ping = net.exec(
+        1,
+        &[
+            "ping", "-6", "-n", "-c", "120", "-i", "0.2", "-w", "32", &addr,
+        ],
+    );
+    let text = received(&ping);
+    let got: u32 = text
+        .split(" received")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    // The bucket's burst carried the first replies, then A's sends waited for money (what
+    // waits is queued, not lost: tunnels/tests/ceiling.rs follows it to delivery).
+    assert!(
+        (20..120).contains(&got),
+        "{got} replies\n{text}\n{}",
+        net.logs()
+    );
+    // The metrics are copied from the node's counts once a second.
+    thread::sleep(Duration::from_millis(1500));
+    let metric = |name: &str, label: &str| net.metric(0, &labels(name, NODE_A, label));
+    assert_eq!(net.metric(0, "tunnel_budget_dollars_per_day{"), 0.002);
+    let spent = net.metric(0, "tunnel_budget_spent_dollars{");
+    assert!(spent > 0.0 && spent <= 0.002, "{spent}");
+    assert!((net.metric(0, "tunnel_budget_spent_ratio{") - spent / 0.002).abs() < 1e-6);
+    assert!(metric("tunnel_budget_waits_total", "kind=\"send\"") > 0.0);
+    assert!(metric("tunnel_budget_waiting", "kind=\"send\"") > 0.0);
+    // Polls have their own half: A kept reading B's requests.
+    assert_eq!(metric("tunnel_budget_waits_total", "kind=\"poll\""), 0.0);
+}
+
 /// SIGTERM sends what is queued before the tunnel exits, even while the bucket is unreachable
 /// for a while: a packet accepted is not lost to a restart.
 #[test]

@@ -77,6 +77,9 @@ fn bad_flags_are_usage_errors() {
         &["--link", "s3://bucket/x", "--mtu", "1000"],
         &["--link", "s3://bucket/x", "--min", "5 parsecs"],
         &["--link", "s3://bucket/x", "--metrics", "nowhere"],
+        &["--link", "s3://bucket/x", "--max-dollars-per-day", "0"],
+        &["--link", "s3://bucket/x", "--max-dollars-per-day", "-1"],
+        &["--link", "s3://bucket/x", "--max-dollars-per-day", "a lot"],
         &[],
     ] {
         let output = tunnel_up(args, local_s3::SECRET_KEY);
@@ -84,6 +87,15 @@ fn bad_flags_are_usage_errors() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {text}");
         assert!(text.contains("error:"), "{args:?}: {text}");
     }
+    let output = tunnel_up(
+        &["--link", "s3://bucket/x", "--max-dollars-per-day", "nan"],
+        local_s3::SECRET_KEY,
+    );
+    assert!(
+        stderr(&output).contains("not a number of dollars above zero"),
+        "{}",
+        stderr(&output)
+    );
     let output = tunnel_up(
         &["--link", "s3://bucket/x", "--min", "2m", "--max", "1m"],
         local_s3::SECRET_KEY,
