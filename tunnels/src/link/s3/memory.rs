@@ -1,7 +1,8 @@
 //! An S3 in memory, for the cost simulation and tests: a latency model fitted to published S3
-//! figures, calls counted as they are billed, and a switch to make it unavailable.
+//! figures, calls counted as they are billed, a switch to make it unavailable, and (when asked
+//! for) S3's request rates per prefix.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -13,6 +14,104 @@ use rand_distr::StandardNormal;
 
 use super::store::{Call, ObjectStore};
 use crate::link::{Meter, StoreError, StoreErrorKind, Usage};
+
+/// S3's request rates per prefix, as the service applies them: above them it answers
+/// `503 SlowDown`, which the link retries with backoff ([`StoreErrorKind::Throttled`]).
+///
+/// AWS publishes 3,500 PUT/COPY/POST/DELETE and 5,500 GET/HEAD requests a second per
+/// partitioned prefix; LIST is counted with GET here (it is a GET on the bucket). A bucket
+/// starts with few partitions and splits them as load grows over minutes, so the model is the
+/// conservative one, S3 before it scales out: every key of one destination node, its inbox
+/// `{prefix}{dest}/` and its bell `{prefix}{dest}.bell`, is one prefix. The key layout
+/// ([`keys`](super::keys)) puts each destination under its own prefix: load spreads over one
+/// prefix per receiving node, and the hot one is the inbox of a node many senders talk to (a
+/// hub's). A prefix is the key after the network's prefix up to the first `/` or `.`; a LIST
+/// counts against the prefix it lists, a DeleteObjects against its first key's.
+///
+/// Rates are counted in slots of one second of Tokio's clock since the store was made; the
+/// first request over the rate in a slot and every one after it are throttled. A throttled
+/// request is billed as a normal call (AWS's pricing does not say 503s are free; the
+/// simulation errs towards cost) and counted ([`MemoryStore::throttled`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    /// The network's key prefix ("" or ending in `/`), not part of a partition's name.
+    pub prefix: String,
+    /// PUT, DELETE (and COPY, POST) requests a second per prefix.
+    pub puts_per_sec: u32,
+    /// GET, HEAD and LIST requests a second per prefix.
+    pub gets_per_sec: u32,
+}
+
+impl RateLimits {
+    /// S3's published rates, for a network under `prefix`.
+    pub fn s3(prefix: impl Into<String>) -> Self {
+        RateLimits {
+            prefix: prefix.into(),
+            puts_per_sec: 3_500,
+            gets_per_sec: 5_500,
+        }
+    }
+
+    /// The partition `key` (or a LIST's prefix) counts against.
+    pub fn partition<'k>(&self, key: &'k str) -> &'k str {
+        let rest = key.strip_prefix(self.prefix.as_str()).unwrap_or(key);
+        let end = rest.find(['/', '.']).unwrap_or(rest.len());
+        &rest[..end]
+    }
+}
+
+/// A prefix's requests, PUT-class and GET-class: in the current one-second slot, and the most
+/// in any slot so far (throttled ones included: what was asked of the prefix).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixRate {
+    slot: u64,
+    now: [u32; 2],
+    /// The most PUT-class requests in one second.
+    pub peak_puts: u32,
+    /// The most GET-class requests (LIST included) in one second.
+    pub peak_gets: u32,
+    /// Requests throttled, both classes.
+    pub throttled: u64,
+}
+
+#[derive(Debug)]
+struct Rates {
+    limits: RateLimits,
+    start: tokio::time::Instant,
+    prefixes: HashMap<String, PrefixRate>,
+    throttled: u64,
+}
+
+impl Rates {
+    /// Counts a request of `kind` to `key`'s prefix; false if it is over the rate.
+    fn admit(&mut self, kind: Call, key: &str) -> bool {
+        let slot = tokio::time::Instant::now()
+            .duration_since(self.start)
+            .as_secs();
+        let (class, limit) = match kind {
+            Call::Put | Call::Delete => (0, self.limits.puts_per_sec),
+            Call::Get | Call::List => (1, self.limits.gets_per_sec),
+        };
+        let partition = self.limits.partition(key);
+        let rate = match self.prefixes.get_mut(partition) {
+            Some(rate) => rate,
+            None => self.prefixes.entry(partition.to_owned()).or_default(),
+        };
+        if rate.slot != slot {
+            rate.slot = slot;
+            rate.now = [0; 2];
+        }
+        rate.now[class] += 1;
+        rate.peak_puts = rate.peak_puts.max(rate.now[0]);
+        rate.peak_gets = rate.peak_gets.max(rate.now[1]);
+        let admitted = rate.now[class] <= limit;
+        if !admitted {
+            rate.throttled += 1;
+            self.throttled += 1;
+        }
+        admitted
+    }
+}
 
 /// How long each call takes: a log-normal distribution per call kind, given by its median and
 /// 99th percentile.
@@ -70,12 +169,30 @@ struct MemoryInner {
     rng: Mutex<ChaCha8Rng>,
     meter: Meter,
     unavailable: AtomicBool,
+    rates: Option<Mutex<Rates>>,
 }
 
 impl MemoryStore {
     /// An empty store whose calls take the time `latency` draws, from a generator seeded with
-    /// `seed` (the same seed, the same run).
+    /// `seed` (the same seed, the same run). It has no request rates: see
+    /// [`with_rate_limits`](MemoryStore::with_rate_limits).
     pub fn new(latency: LatencyModel, seed: u64) -> Self {
+        Self::build(latency, seed, None)
+    }
+
+    /// The same, throttling each prefix's requests above `limits` as S3 does (`503 SlowDown`,
+    /// retryable), and counting each prefix's peak rate.
+    pub fn with_rate_limits(latency: LatencyModel, seed: u64, limits: RateLimits) -> Self {
+        let rates = Rates {
+            limits,
+            start: tokio::time::Instant::now(),
+            prefixes: HashMap::new(),
+            throttled: 0,
+        };
+        Self::build(latency, seed, Some(Mutex::new(rates)))
+    }
+
+    fn build(latency: LatencyModel, seed: u64, rates: Option<Mutex<Rates>>) -> Self {
         MemoryStore {
             inner: Arc::new(MemoryInner {
                 objects: Mutex::default(),
@@ -83,8 +200,28 @@ impl MemoryStore {
                 rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
                 meter: Meter::new(Call::NAMES),
                 unavailable: AtomicBool::new(false),
+                rates,
             }),
         }
+    }
+
+    /// Requests throttled for a prefix's rate (billed, and counted in [`usage`](Self::usage)
+    /// too); always 0 without rate limits.
+    pub fn throttled(&self) -> u64 {
+        self.rates().map_or(0, |r| r.throttled)
+    }
+
+    /// Each prefix's requests so far (peaks a second, throttled), by prefix; empty without rate
+    /// limits.
+    pub fn prefix_rates(&self) -> HashMap<String, PrefixRate> {
+        self.rates().map(|r| r.prefixes.clone()).unwrap_or_default()
+    }
+
+    fn rates(&self) -> Option<std::sync::MutexGuard<'_, Rates>> {
+        self.inner
+            .rates
+            .as_ref()
+            .map(|r| r.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Calls made so far, by kind, counted as they are billed (failed ones included), and the
@@ -116,9 +253,11 @@ impl MemoryStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits out a call's latency and counts it; fails if the store is unavailable.
-    async fn call(&self, kind: Call, bytes: usize) -> Result<(), StoreError> {
+    /// Waits out a call's latency and counts it; fails if the store is unavailable, or if the
+    /// call is over its prefix's rate (`key`: the object's key, or the LIST's prefix).
+    async fn call(&self, kind: Call, key: &str, bytes: usize) -> Result<(), StoreError> {
         self.inner.meter.record(kind as usize, bytes as u64);
+        let admitted = self.rates().is_none_or(|mut r| r.admit(kind, key));
         let z: f64 = self
             .inner
             .rng
@@ -135,19 +274,25 @@ impl MemoryStore {
                 "memory store is switched off",
             ));
         }
+        if !admitted {
+            return Err(StoreError::new(
+                StoreErrorKind::Throttled,
+                "SlowDown: please reduce your request rate (the prefix's rate)",
+            ));
+        }
         Ok(())
     }
 }
 
 impl ObjectStore for MemoryStore {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        self.call(Call::Put, body.len()).await?;
+        self.call(Call::Put, key, body.len()).await?;
         self.objects().insert(key.to_owned(), body);
         Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        self.call(Call::Get, 0).await?;
+        self.call(Call::Get, key, 0).await?;
         let body = self.objects().get(key).cloned();
         if let Some(body) = &body {
             self.inner
@@ -163,7 +308,7 @@ impl ObjectStore for MemoryStore {
         start_after: Option<&str>,
         max_keys: usize,
     ) -> Result<Vec<String>, StoreError> {
-        self.call(Call::List, 0).await?;
+        self.call(Call::List, prefix, 0).await?;
         let objects = self.objects();
         let from = match start_after {
             Some(after) if after >= prefix => std::ops::Bound::Excluded(after.to_owned()),
@@ -179,7 +324,8 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.call(Call::Delete, 0).await?;
+        let first = keys.first().map_or("", String::as_str);
+        self.call(Call::Delete, first, 0).await?;
         let mut objects = self.objects();
         for key in keys {
             objects.remove(key);
@@ -247,5 +393,56 @@ mod tests {
         store.set_unavailable(false);
         store.put("k", Bytes::new()).await.unwrap();
         assert_eq!(store.usage().calls("put"), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prefix_over_its_rate_is_throttled_and_others_are_not() {
+        let store = MemoryStore::with_rate_limits(LatencyModel::NONE, 1, RateLimits::s3("net/"));
+        let hub = "net/0000000000000001";
+        for i in 0..3_500 {
+            store
+                .put(&format!("{hub}/{i}"), Bytes::new())
+                .await
+                .unwrap();
+        }
+        // The 3,501st PUT in the second, to the same prefix (its bell counts against it).
+        let err = store.put(&format!("{hub}.bell"), Bytes::new()).await;
+        let err = err.unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Throttled);
+        assert!(err.is_retryable(), "the link must retry it");
+        // Another prefix has a rate of its own, and GETs theirs.
+        store
+            .put("net/0000000000000002/x", Bytes::new())
+            .await
+            .unwrap();
+        store.get(&format!("{hub}/0")).await.unwrap();
+        assert_eq!(
+            store.list(&format!("{hub}/"), None, 1).await.unwrap().len(),
+            1
+        );
+        assert_eq!(store.throttled(), 1);
+        // Billed like any call.
+        assert_eq!(store.usage().calls("put"), 3_502);
+        let rates = store.prefix_rates();
+        let hot = rates["0000000000000001"];
+        assert_eq!((hot.peak_puts, hot.peak_gets, hot.throttled), (3_501, 2, 1));
+        assert_eq!(rates["0000000000000002"].peak_puts, 1);
+        // The next second starts afresh.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        store
+            .put(&format!("{hub}.bell"), Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(store.throttled(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stores_have_no_rates_unless_asked() {
+        let store = MemoryStore::new(LatencyModel::NONE, 1);
+        for i in 0..4_000 {
+            store.put(&format!("a/{i}"), Bytes::new()).await.unwrap();
+        }
+        assert_eq!(store.throttled(), 0);
+        assert!(store.prefix_rates().is_empty());
     }
 }

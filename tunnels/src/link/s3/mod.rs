@@ -61,5 +61,5 @@ pub mod store;
 pub use aws::{S3Store, S3StoreConfig};
 pub use keys::{batch_key, bell_key};
 pub use link::{S3Link, S3LinkConfig, Strategy};
-pub use memory::{LatencyModel, MemoryStore};
+pub use memory::{LatencyModel, MemoryStore, PrefixRate, RateLimits};
 pub use store::{Call, ObjectStore};
