@@ -28,6 +28,18 @@ fn collect() -> (
     })
 }
 
+/// Node A on `link` under `ceiling` dollars a day, with a buffer of 1 MiB (so that offering
+/// more than it may send soon holds the offering back).
+fn sender<L: Link>(link: Arc<L>, ceiling: f64) -> Node {
+    let config = NodeConfig {
+        max_dollars_per_day: Some(ceiling),
+        buffered_bytes: 1 << 20,
+        seed: Some(A),
+        ..NodeConfig::default()
+    };
+    Node::start(link, config, |_| {})
+}
+
 /// Numbered frames of `size` bytes.
 fn frame(n: u64, size: usize) -> Bytes {
     let mut frame = vec![0u8; size];
@@ -99,16 +111,7 @@ async fn over_s3_a_busy_node_never_spends_more_than_its_ceiling_in_a_day_and_los
     // A cent a day: a few thousand calls, where a node sending a packet every 2 s for a day
     // with no ceiling makes tens of thousands.
     let ceiling = 0.01;
-    let a = Node::start(
-        Arc::clone(&link_a),
-        NodeConfig {
-            max_dollars_per_day: Some(ceiling),
-            buffered_bytes: 1 << 20,
-            seed: Some(A),
-            ..NodeConfig::default()
-        },
-        |_| {},
-    );
+    let a = sender(Arc::clone(&link_a), ceiling);
     let (got, deliver) = collect();
     let b = Node::start(
         Arc::clone(&link_b),
@@ -186,16 +189,7 @@ async fn over_cloudwatch_logs_bytes_ingested_stay_within_the_ceiling() {
     let (link_a, link_b) = (link(A), link(B));
     // A tenth of a cent a day: 2 MB ingested at $0.50 a GB, against 10 kB a second offered.
     let ceiling = 0.001;
-    let a = Node::start(
-        Arc::clone(&link_a),
-        NodeConfig {
-            max_dollars_per_day: Some(ceiling),
-            buffered_bytes: 1 << 20,
-            seed: Some(A),
-            ..NodeConfig::default()
-        },
-        |_| {},
-    );
+    let a = sender(Arc::clone(&link_a), ceiling);
     let (got, deliver) = collect();
     let b = Node::start(Arc::clone(&link_b), NodeConfig::default(), deliver);
     let costs = sample_cost(Arc::clone(&link_a), Instant::now() + 3 * DAY);
