@@ -80,6 +80,8 @@ struct Rates {
     start: tokio::time::Instant,
     prefixes: HashMap<String, PrefixRate>,
     throttled: u64,
+    /// Throttled requests by kind, in the order of [`Call::ALL`].
+    by_kind: [u64; 4],
 }
 
 impl Rates {
@@ -108,6 +110,7 @@ impl Rates {
         if !admitted {
             rate.throttled += 1;
             self.throttled += 1;
+            self.by_kind[kind as usize] += 1;
         }
         admitted
     }
@@ -188,6 +191,7 @@ impl MemoryStore {
             start: tokio::time::Instant::now(),
             prefixes: HashMap::new(),
             throttled: 0,
+            by_kind: [0; 4],
         };
         Self::build(latency, seed, Some(Mutex::new(rates)))
     }
@@ -209,6 +213,16 @@ impl MemoryStore {
     /// too); always 0 without rate limits.
     pub fn throttled(&self) -> u64 {
         self.rates().map_or(0, |r| r.throttled)
+    }
+
+    /// The throttled requests by kind, as a [`Usage`] to price (no bytes).
+    pub fn throttled_usage(&self) -> Usage {
+        let mut usage = Usage::new();
+        let by_kind = self.rates().map_or([0; 4], |r| r.by_kind);
+        for kind in Call::ALL {
+            usage.add(kind.as_str(), by_kind[kind as usize], 0);
+        }
+        usage
     }
 
     /// Each prefix's requests so far (peaks a second, throttled), by prefix; empty without rate
@@ -421,6 +435,7 @@ mod tests {
             1
         );
         assert_eq!(store.throttled(), 1);
+        assert_eq!(store.throttled_usage().calls("put"), 1);
         // Billed like any call.
         assert_eq!(store.usage().calls("put"), 3_502);
         let rates = store.prefix_rates();

@@ -1,0 +1,31 @@
+//! The fleet simulation: a small fleet of real nodes on one bucket.
+
+use std::time::Duration;
+
+use benches::fleet::{self, Fleet, Topology};
+use benches::sim::LinkKind;
+
+#[test]
+fn a_small_hub_delivers_everything_within_s3s_rates() {
+    let outcome = fleet::run(Fleet {
+        nodes: 5,
+        topology: Topology::Hub,
+        link: LinkKind::S3,
+        duration: Duration::from_secs(60),
+        seed: 42,
+    });
+    assert!(outcome.sent() > 4 * 50, "{}", outcome.sent());
+    assert_eq!(outcome.lost(), 0);
+    assert_eq!(outcome.throttled, 0);
+    let (_, puts) = outcome.peak_puts.clone().unwrap();
+    assert!(puts > 0 && puts < fleet::S3_PUT_RATE);
+    assert!(outcome.latency.quantile(0.99).unwrap() < Duration::from_secs(5));
+    eprintln!(
+        "{} sent, p50 {:?} p99 {:?}, {:.0} calls/node/day, wall {:?}",
+        outcome.sent(),
+        outcome.latency.quantile(0.5),
+        outcome.latency.quantile(0.99),
+        outcome.mean_calls_per_day(),
+        outcome.wall
+    );
+}
