@@ -226,9 +226,7 @@ impl Node {
         let last_traffic = Arc::new(AtomicU64::new(NEVER));
 
         let spend = config.max_dollars_per_day.map(|per_day| {
-            let prices = link.prices();
-            let dearest = prices.ops.iter().map(|(op, _)| prices.per_call(op));
-            let spend = Spend::new(per_day, dearest.fold(0.0, f64::max));
+            let spend = Spend::new(per_day, dearest(&*link).0);
             Arc::new(spend.unwrap_or_else(|e| panic!("NodeConfig::max_dollars_per_day: {e}")))
         });
         let mut limits = link.limits().with_max_items(config.frames_per_send);
