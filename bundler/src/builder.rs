@@ -24,6 +24,7 @@ use crate::limits::ApiLimits;
 /// | [`limits`](Builder::limits) | none | [`ApiLimits`] of the API the handler calls |
 /// | [`budget`](Builder::budget) | none | at most so many handler calls per window |
 /// | [`merge_when_busy`](Builder::merge_when_busy) | off | bundles go as they were cut, as in Go |
+/// | [`one_call_per_key`](Builder::one_call_per_key) | off | a key's bundles may be handled at once |
 /// | [`name`](Builder::name) | `"bundler"` | the `bundler` label on every metric |
 ///
 /// Thresholds decide when a bundle is *worth* sending; limits decide when it *must* go. With a
@@ -63,6 +64,7 @@ pub struct Builder {
     limits: Option<ApiLimits>,
     budget: Option<Budget>,
     merge_when_busy: bool,
+    one_call_per_key: bool,
     name: SharedString,
 }
 
@@ -79,6 +81,7 @@ impl Default for Builder {
             limits: None,
             budget: None,
             merge_when_busy: false,
+            one_call_per_key: false,
             name: SharedString::const_str("bundler"),
         }
     }
@@ -101,6 +104,7 @@ pub(crate) struct Config {
     pub(crate) key_limit: usize,
     pub(crate) budget: Option<Budget>,
     pub(crate) merge_when_busy: bool,
+    pub(crate) one_call_per_key: bool,
     pub(crate) name: SharedString,
 }
 
@@ -214,6 +218,42 @@ impl Builder {
         self
     }
 
+    /// At most one handler call per key at a time: each key's bundles are handled one after
+    /// another, in order, while other keys' go beside them, up to `handler_limit` in all.
+    /// Default off: with `handler_limit` above 1, two bundles of one key may be handled at
+    /// once, and finish in either order.
+    ///
+    /// Turn it on when a key is a destination whose order matters (a peer, a log stream, a
+    /// partition) and there are many of them: a slow call to one key no longer holds the
+    /// others back, and none is ever reordered. The bundles that wait for a busy key are
+    /// merged (in order, within the limits) when its call ends, so a busy key's next call
+    /// carries all that piled up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bundler::Bundler;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let bundler = Bundler::builder()
+    ///     .delay_threshold(Duration::from_millis(20))
+    ///     .handler_limit(64) // up to 64 destinations at once
+    ///     .one_call_per_key(true) // and each one's calls in order
+    ///     .build_keyed(|peer: u64, packets: Vec<Vec<u8>>| async move {
+    ///         // one call to `peer` carrying `packets`
+    /// #       drop((peer, packets));
+    ///     });
+    /// bundler.add(1, vec![0u8; 100], 100).unwrap();
+    /// bundler.add(2, vec![0u8; 100], 100).unwrap();
+    /// bundler.close().await;
+    /// # }
+    /// ```
+    pub fn one_call_per_key(mut self, one: bool) -> Self {
+        self.one_call_per_key = one;
+        self
+    }
+
     /// Names the bundler in metrics (label `bundler`). Default `"bundler"`.
     pub fn name(mut self, name: impl Into<SharedString>) -> Self {
         self.name = name.into();
@@ -279,6 +319,7 @@ impl Builder {
             key_limit: self.key_limit,
             budget: self.budget,
             merge_when_busy: self.merge_when_busy,
+            one_call_per_key: self.one_call_per_key,
             name: self.name,
         }
     }

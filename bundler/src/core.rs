@@ -25,6 +25,7 @@ use crate::error::{AddError, AddErrorKind};
 use crate::metrics::{Metrics, Reason};
 
 type KeyMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type KeySet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// The outcome of asking for room for an item of `cost` bytes.
 enum Room {
@@ -141,6 +142,8 @@ pub(crate) struct State<K, T> {
     /// Whether the budget (if any) had a call left when the dispatcher last looked.
     pub(crate) call_available: bool,
     pub(crate) in_flight: usize,
+    /// Keys with a handler call running, with `one_call_per_key`.
+    pub(crate) busy: KeySet<K>,
     pub(crate) closed: bool,
 }
 
@@ -182,6 +185,7 @@ impl<K: Hash + Eq + Clone, T> State<K, T> {
             next_id: 0,
             call_available: true,
             in_flight: 0,
+            busy: KeySet::default(),
             closed: false,
         }
     }

@@ -102,9 +102,9 @@ where
 
     // Start handler calls while there are slots, bundles and calls in the budget.
     while state.in_flight < config.handler_limit {
-        if state.ready.is_empty() && !(state.call_available && state.seal_next_due()) {
+        let Some(next) = next_ready(state, config.one_call_per_key) else {
             break;
-        }
+        };
         if let Some(bucket) = bucket.as_deref_mut() {
             if bucket.try_take(now).is_err() {
                 state.call_available = false;
@@ -112,12 +112,16 @@ where
             }
             state.call_available = next_call(&Some(&mut *bucket)).is_none();
         }
-        let mut bundle = state.ready.pop_front().expect("checked above");
+        let mut bundle = state.ready.remove(next).expect("found above");
         // Merge when the budget is short, or (if asked) when this call took the last slot,
-        // so what waits behind it grows instead of queueing.
+        // so what waits behind it grows instead of queueing; or when the key's bundles go one
+        // at a time, since what waits for it would wait anyway.
         let last_slot = state.in_flight + 1 == config.handler_limit;
-        if bucket.is_some() || (config.merge_when_busy && last_slot) {
+        if bucket.is_some() || (config.merge_when_busy && last_slot) || config.one_call_per_key {
             merge_same_key(state, &mut bundle, config.count_limit, config.byte_limit);
+        }
+        if config.one_call_per_key {
+            state.busy.insert(bundle.key.clone());
         }
         state.in_flight += 1;
         to_send.push(bundle);
@@ -143,6 +147,28 @@ where
         }
     }
     Next::Wait(wake)
+}
+
+/// Where in the ready queue the next bundle to send is: the first, or with `one_call_per_key`
+/// the first whose key has no call running. Seals a due bundle when none is ready (the budget
+/// permitting); `None` when there is nothing to send.
+fn next_ready<K: Hash + Eq + Clone, T>(
+    state: &mut State<K, T>,
+    one_per_key: bool,
+) -> Option<usize> {
+    loop {
+        let found = if one_per_key {
+            state
+                .ready
+                .iter()
+                .position(|b| !state.busy.contains(&b.key))
+        } else {
+            (!state.ready.is_empty()).then_some(0)
+        };
+        if found.is_some() || !(state.call_available && state.seal_next_due()) {
+            return found;
+        }
+    }
 }
 
 /// Folds the ready bundles of the same key that follow `bundle` into it, in order, as far as
@@ -182,7 +208,7 @@ fn send<K, T, H, F>(inner: &Arc<Inner<K, T>>, handler: &H, bundle: Sealed<K, T>)
 where
     H: Fn(K, Vec<T>) -> F,
     F: Future<Output = ()> + Send + 'static,
-    K: Send + 'static,
+    K: Hash + Eq + Clone + Send + 'static,
     T: Send + 'static,
 {
     let metrics = &inner.metrics;
@@ -196,6 +222,7 @@ where
     );
     let done = Done {
         inner: Arc::clone(inner),
+        key: inner.config.one_call_per_key.then(|| bundle.key.clone()),
         id: bundle.id,
         merged: bundle.merged,
         bytes: bundle.bytes,
@@ -217,14 +244,16 @@ where
 }
 
 /// Marks a bundle handled when dropped.
-struct Done<K, T> {
+struct Done<K: Hash + Eq, T> {
     inner: Arc<Inner<K, T>>,
+    /// The key whose call this is, with `one_call_per_key`.
+    key: Option<K>,
     id: u64,
     merged: Vec<u64>,
     bytes: usize,
 }
 
-impl<K, T> Drop for Done<K, T> {
+impl<K: Hash + Eq, T> Drop for Done<K, T> {
     fn drop(&mut self) {
         let inner = &self.inner;
         if std::thread::panicking() {
@@ -233,6 +262,9 @@ impl<K, T> Drop for Done<K, T> {
         {
             let mut state = inner.lock();
             state.in_flight -= 1;
+            if let Some(key) = &self.key {
+                state.busy.remove(key);
+            }
             state.unfinished.remove(&self.id);
             for id in &self.merged {
                 state.unfinished.remove(id);

@@ -679,3 +679,97 @@ async fn a_spent_budget_backs_up_into_add_and_add_wait() {
     bundler.close().await;
     assert_eq!(bundles(&log).concat(), [0, 1, 2, 3, 4]);
 }
+
+/// Calls that take `call` each, many keys: with `one_call_per_key` no key's calls overlap, each
+/// key's items come in order, other keys go beside a busy one, and what waits for a busy key
+/// goes in its next call.
+#[tokio::test(start_paused = true)]
+async fn one_call_per_key_keeps_each_key_in_order_and_the_others_moving() {
+    const KEYS: u32 = 8;
+    const CALL: Duration = Duration::from_millis(300);
+    // (key, first item, start, end) of every call, and the calls running at each moment.
+    type Calls = Arc<Mutex<Vec<(u32, Vec<u32>, Instant, Instant)>>>;
+    let calls: Calls = Arc::default();
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let bundler: KeyedBundler<u32, u32> = Bundler::builder()
+        .delay_threshold(Duration::from_millis(10))
+        .count_threshold(usize::MAX)
+        .handler_limit(4)
+        .one_call_per_key(true)
+        .build_keyed({
+            let (calls, running, most) = (calls.clone(), running.clone(), most.clone());
+            move |key, items| {
+                let (calls, running, most) = (calls.clone(), running.clone(), most.clone());
+                async move {
+                    let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                    let start = Instant::now();
+                    sleep(CALL).await;
+                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    calls
+                        .lock()
+                        .unwrap()
+                        .push((key, items, start, Instant::now()));
+                }
+            }
+        });
+    // Items 0.. for every key, one every 20 ms per key, for 3 s.
+    for i in 0..150 {
+        for key in 0..KEYS {
+            bundler.add(key, i, 1).unwrap();
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    bundler.close().await;
+
+    let calls = calls.lock().unwrap().clone();
+    for key in 0..KEYS {
+        let mut mine: Vec<_> = calls.iter().filter(|c| c.0 == key).collect();
+        mine.sort_by_key(|c| c.2);
+        for pair in mine.windows(2) {
+            assert!(pair[1].2 >= pair[0].3, "key {key}: two calls at once");
+        }
+        let items: Vec<u32> = mine.iter().flat_map(|c| c.1.clone()).collect();
+        assert_eq!(
+            items,
+            (0..150).collect::<Vec<_>>(),
+            "key {key}: every item once, in order"
+        );
+        // A call takes 300 ms and items come every 20 ms: each call carries what piled up
+        // while the key was busy, so a key makes a few calls a second, not fifty.
+        assert!(mine.len() < 40, "key {key}: {} calls", mine.len());
+    }
+    assert_eq!(
+        most.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "keys went beside each other up to handler_limit"
+    );
+}
+
+/// Without `one_call_per_key`, a second handler slot lets two calls of one key run at once.
+#[tokio::test(start_paused = true)]
+async fn without_one_call_per_key_a_key_may_have_two_calls_at_once() {
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let bundler: KeyedBundler<u32, u32> = Bundler::builder()
+        .delay_threshold(Duration::from_millis(10))
+        .count_threshold(1)
+        .handler_limit(2)
+        .build_keyed({
+            let (running, most) = (running.clone(), most.clone());
+            move |_key, _items| {
+                let (running, most) = (running.clone(), most.clone());
+                async move {
+                    let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                    sleep(Duration::from_millis(300)).await;
+                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+    bundler.add(7, 0, 1).unwrap();
+    bundler.add(7, 1, 1).unwrap();
+    bundler.close().await;
+    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

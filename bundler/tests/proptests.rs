@@ -31,6 +31,7 @@ struct Settings {
     limits: Option<ApiLimits>,
     budget: Option<Budget>,
     merge_when_busy: bool,
+    one_call_per_key: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -64,19 +65,22 @@ fn settings() -> impl Strategy<Value = Settings> {
         50usize..2_000,
         1usize..4,
         (1u64..100).prop_map(ms),
-        (limits, budget, any::<bool>()),
+        (limits, budget, any::<bool>(), any::<bool>()),
     )
         .prop_map(
-            |(ct, bt, bl, bbl, hl, delay, (limits, budget, merge_when_busy))| Settings {
-                count_threshold: ct,
-                byte_threshold: bt,
-                byte_limit: bl,
-                buffered_byte_limit: bbl,
-                handler_limit: hl,
-                delay,
-                limits,
-                budget,
-                merge_when_busy,
+            |(ct, bt, bl, bbl, hl, delay, (limits, budget, merge_when_busy, one_call_per_key))| {
+                Settings {
+                    count_threshold: ct,
+                    byte_threshold: bt,
+                    byte_limit: bl,
+                    buffered_byte_limit: bbl,
+                    handler_limit: hl,
+                    delay,
+                    limits,
+                    budget,
+                    merge_when_busy,
+                    one_call_per_key,
+                }
             },
         )
 }
@@ -102,6 +106,8 @@ struct Outcome {
     accepted: Vec<Item>,
     /// Each handler call: when it started, and its bundle.
     calls: Vec<(Instant, Vec<Item>)>,
+    /// When each call (by its index in `calls`) ended.
+    ends: BTreeMap<usize, Instant>,
     buffered_after_close: usize,
 }
 
@@ -120,7 +126,8 @@ fn run(s: &Scenario) -> Outcome {
             .buffered_byte_limit(st.buffered_byte_limit)
             .handler_limit(st.handler_limit)
             .delay_threshold(st.delay)
-            .merge_when_busy(st.merge_when_busy);
+            .merge_when_busy(st.merge_when_busy)
+            .one_call_per_key(st.one_call_per_key);
         if let Some(limit) = st.byte_limit {
             builder = builder.byte_limit(limit);
         }
@@ -131,17 +138,21 @@ fn run(s: &Scenario) -> Outcome {
             builder = builder.budget(budget);
         }
         let pauses = s.handler_pauses.clone();
+        let ends = Arc::new(Mutex::new(BTreeMap::new()));
         let bundler = builder.build({
-            let calls = Arc::clone(&calls);
+            let (calls, ends) = (Arc::clone(&calls), Arc::clone(&ends));
             move |bundle: Vec<Item>| {
-                let calls = Arc::clone(&calls);
-                let pause = {
+                let ends = Arc::clone(&ends);
+                let (pause, index) = {
                     let mut calls = calls.lock().unwrap();
                     let pause = pauses[calls.len() % pauses.len()];
                     calls.push((Instant::now(), bundle));
-                    pause
+                    (pause, calls.len() - 1)
                 };
-                async move { sleep(pause).await }
+                async move {
+                    sleep(pause).await;
+                    ends.lock().unwrap().insert(index, Instant::now());
+                }
             }
         });
         let accepted = Arc::new(Mutex::new(Vec::new()));
@@ -179,9 +190,11 @@ fn run(s: &Scenario) -> Outcome {
         bundler.close().await;
         let accepted = std::mem::take(&mut *accepted.lock().unwrap());
         let calls = std::mem::take(&mut *calls.lock().unwrap());
+        let ends = std::mem::take(&mut *ends.lock().unwrap());
         Outcome {
             accepted,
             calls,
+            ends,
             buffered_after_close: bundler.buffered_bytes(),
         }
     })
@@ -206,6 +219,24 @@ proptest! {
         let mut s = s;
         s.settings.handler_limit = 1;
         let out = run(&s);
+        let mut last: BTreeMap<usize, usize> = BTreeMap::new();
+        for item in out.calls.iter().flat_map(|(_, b)| b.iter()) {
+            if let Some(prev) = last.insert(item.producer, item.seq) {
+                prop_assert!(prev < item.seq, "producer {}: {} after {}", item.producer, item.seq, prev);
+            }
+        }
+    }
+
+    #[test]
+    fn one_call_per_key_keeps_each_producers_order_with_any_handler_limit(s in scenario()) {
+        // An unkeyed bundler is one key: its calls go one at a time, whatever the limit.
+        let mut s = s;
+        s.settings.one_call_per_key = true;
+        let out = run(&s);
+        for (i, pair) in out.calls.windows(2).enumerate() {
+            let ended = out.ends[&i];
+            prop_assert!(pair[1].0 >= ended, "call {} started before call {} ended", i + 1, i);
+        }
         let mut last: BTreeMap<usize, usize> = BTreeMap::new();
         for item in out.calls.iter().flat_map(|(_, b)| b.iter()) {
             if let Some(prev) = last.insert(item.producer, item.seq) {
