@@ -377,3 +377,152 @@ async fn calls_costs_and_outcomes_are_metrics() {
         other => panic!("not a gauge: {other:?}"),
     }
 }
+
+/// A hub's poll: 100 senders with 3 batches each. With 16 GETs at once, the poll takes a
+/// fraction of the time one GET at a time takes, on S3's latency; either way every batch is
+/// delivered once, each sender's in order.
+#[tokio::test(start_paused = true)]
+async fn a_poll_reads_many_senders_batches_at_once_and_in_order() {
+    let mut took = Vec::new();
+    for concurrent_gets in [1, 16] {
+        let store = MemoryStore::new(LatencyModel::S3_STANDARD, 5);
+        let hub = S3Link::new(
+            store.clone(),
+            B,
+            1,
+            S3LinkConfig {
+                prefix: "net/".into(),
+                concurrent_gets,
+                ..S3LinkConfig::default()
+            },
+        );
+        let senders: Vec<_> = (0..100).map(|i| link(&store, 0x100 + i, 1)).collect();
+        for round in ["one", "two", "three"] {
+            for s in &senders {
+                s.send(B, &frames(&[round])).await.unwrap();
+            }
+        }
+        let started = tokio::time::Instant::now();
+        let received = hub.poll().await.unwrap();
+        took.push(started.elapsed());
+        assert_eq!(received.len(), 300, "concurrent_gets {concurrent_gets}");
+        for s in &senders {
+            let mine: Vec<_> = received.iter().filter(|r| r.sender == s.me()).collect();
+            assert_eq!(
+                mine.iter().map(|r| r.seq).collect::<Vec<_>>(),
+                [0, 1, 2],
+                "concurrent_gets {concurrent_gets}: sender {:x}",
+                s.me()
+            );
+            assert_eq!(
+                payloads(&mine.into_iter().cloned().collect::<Vec<_>>()),
+                [vec![&b"one"[..]], vec![b"two"], vec![b"three"]]
+            );
+        }
+        assert_eq!(calls(&hub)[1], 300, "one GET per batch");
+        assert!(hub.poll().await.unwrap().is_empty());
+        assert!(
+            store
+                .keys()
+                .iter()
+                .all(|k| !k.starts_with("net/000000000000000b/"))
+        );
+    }
+    assert!(
+        took[1] * 6 < took[0],
+        "16 GETs at once: {:?}, one at a time: {:?}",
+        took[1],
+        took[0]
+    );
+}
+
+/// A store whose GET of one key fails, once, with an error not retried.
+#[derive(Clone)]
+struct FailOnce {
+    store: MemoryStore,
+    key: Arc<Mutex<Option<String>>>,
+}
+
+impl ObjectStore for FailOnce {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), tunnels::link::StoreError> {
+        self.store.put(key, body).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, tunnels::link::StoreError> {
+        let fail = {
+            let mut failing = self.key.lock().unwrap();
+            if failing.as_deref() == Some(key) {
+                failing.take()
+            } else {
+                None
+            }
+        };
+        match fail {
+            Some(_) => Err(tunnels::link::StoreError::new(
+                tunnels::link::StoreErrorKind::AccessDenied,
+                "denied, once",
+            )),
+            None => self.store.get(key).await,
+        }
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, tunnels::link::StoreError> {
+        self.store.list(prefix, after, limit).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> Result<(), tunnels::link::StoreError> {
+        self.store.delete_many(keys).await
+    }
+}
+
+/// One GET failing among many: the poll hands over what it read (the failing sender's
+/// batches before the failure, every other sender's), and the next poll the rest, each
+/// exactly once and in order.
+#[tokio::test(start_paused = true)]
+async fn a_get_that_fails_among_many_loses_nothing_and_reorders_nothing() {
+    let memory = MemoryStore::new(LatencyModel::S3_STANDARD, 6);
+    let failing = FailOnce {
+        store: memory.clone(),
+        key: Arc::default(),
+    };
+    let hub = S3Link::new(
+        failing.clone(),
+        B,
+        1,
+        S3LinkConfig {
+            prefix: "net/".into(),
+            ..S3LinkConfig::default()
+        },
+    );
+    let senders: Vec<_> = (0..20).map(|i| link(&memory, 0x100 + i, 1)).collect();
+    for round in ["one", "two", "three"] {
+        for s in &senders {
+            s.send(B, &frames(&[round])).await.unwrap();
+        }
+    }
+    let victim = senders[7].me();
+    *failing.key.lock().unwrap() = Some(batch_key("net/", B, victim, 1, 1));
+
+    let first = hub.poll().await.unwrap();
+    let of = |received: &[Received], sender| {
+        received
+            .iter()
+            .filter(|r| r.sender == sender)
+            .map(|r| r.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of(&first, victim),
+        [0],
+        "the victim's batch before the failure"
+    );
+    for s in senders.iter().filter(|s| s.me() != victim) {
+        assert_eq!(of(&first, s.me()), [0, 1, 2]);
+    }
+    let second = hub.poll().await.unwrap();
+    assert_eq!(second.len(), 2);
+    assert_eq!(of(&second, victim), [1, 2], "the rest, in order, once");
+    assert!(hub.poll().await.unwrap().is_empty());
+}

@@ -119,7 +119,9 @@ pub struct NodeConfig {
     pub send_delay: Duration,
     /// Frames accepted and not yet sent, in bytes: the node's memory and its backpressure.
     pub buffered_bytes: usize,
-    /// Sends in flight at once.
+    /// Sends in flight at once, to different peers: one peer's sends go one after another,
+    /// in order (what waits for a busy peer goes in its next send), while sends to others go
+    /// beside them. A hub answering many clients needs many; two nodes use one.
     pub concurrent_sends: usize,
     /// Seeds the poll jitter, for runs that must repeat exactly (the cost simulation).
     pub seed: Option<u64>,
@@ -151,7 +153,7 @@ impl Default for NodeConfig {
             send_budget: None,
             send_delay: Duration::from_millis(20),
             buffered_bytes: 64 << 20,
-            concurrent_sends: 1,
+            concurrent_sends: 32,
             seed: None,
             frames_per_send: usize::MAX,
             bulk: None,
@@ -243,6 +245,9 @@ impl Node {
             .delay_threshold(config.send_delay)
             .buffered_byte_limit(config.buffered_bytes)
             .handler_limit(config.concurrent_sends)
+            // A peer's batches are numbered as they are sent: one send per peer at a time
+            // keeps them in the order the frames came.
+            .one_call_per_key(true)
             // Under load, what piles up during a send goes with the next one: objects grow
             // with the load instead of queueing.
             .merge_when_busy(true);

@@ -1,5 +1,5 @@
-//! Receiving: list or probe the inbox, ask the sequencer about each batch, GET, DELETE, hand
-//! over.
+//! Receiving: list or probe the inbox, ask the sequencer about each batch, GET (many at once),
+//! DELETE, hand over.
 //!
 //! # Invariants
 //!
@@ -9,10 +9,11 @@
 //! - Every change to the inbox's state is made between two awaits, so a poll that is dropped
 //!   leaves it consistent: what it had read is handed over by the next poll.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use tokio::time::Instant;
 
 use super::S3Link;
@@ -20,12 +21,15 @@ use super::keys::{Listed, batch_key, bell_key, inbox_prefix, parse_listed};
 use super::link::Strategy;
 use super::store::{Call, ObjectStore};
 use crate::link::{
-    LinkError, Outcome, Received, Sequencer, Skipped, StoreError, Verdict, hand_over,
+    LinkError, NodeId, Outcome, Received, Sequencer, Skipped, StoreError, Verdict, hand_over,
 };
 use crate::wire::{Batch, Header};
 
 /// Senders beyond which a LIST costs less than probing each (a LIST is 12.5 GETs).
 const PROBE_LIMIT: usize = 12;
+
+/// A batch to take: its key, what it must be, and what the sequencer skipped to reach it.
+type Take = (String, Header, Option<(u64, Skipped)>);
 
 /// A receiver's state.
 #[derive(Debug)]
@@ -149,37 +153,62 @@ impl<S: ObjectStore> S3Link<S> {
                 .await?;
             let full = keys.len() == 1_000;
             start_after = keys.last().cloned();
+            let mut left = Vec::with_capacity(keys.len());
             for key in keys {
-                let (sender, epoch, seq) = match parse_listed(&prefix, &key) {
-                    Listed::Batch(sender, epoch, seq) => (sender, epoch, seq),
+                match parse_listed(&prefix, &key) {
+                    Listed::Batch(sender, epoch, seq) => left.push((key, sender, epoch, seq)),
                     Listed::Foreign => {
                         tracing::warn!(%key, "rejected an object with a key that is not a batch's; deleting it");
                         if inbox.done(key) {
                             self.ledger.note(Outcome::Rejected, 1);
                         }
-                        continue;
                     }
                     Listed::Outside => {
                         // Not ours to delete.
                         self.ledger.note(Outcome::Rejected, 1);
                         tracing::warn!(%key, %prefix, "the store listed a key outside the inbox; ignoring it");
-                        continue;
                     }
-                };
-                let skipped = match inbox.seq.offer(sender, epoch, seq, now) {
-                    Verdict::Duplicate => {
-                        if inbox.done(key) {
-                            self.ledger.note(Outcome::Duplicate, 1);
+                }
+            }
+            // In rounds: each takes, for every stream, the run of batches that follows what it
+            // delivered, all at once; a key after a hole in its run waits for the next round,
+            // when the sequencer knows what the run delivered.
+            while !left.is_empty() {
+                let mut take = Vec::new();
+                let mut later = Vec::new();
+                // Per stream taken from in this round: the sequence number its run reached.
+                let mut runs: HashMap<(NodeId, u64), u64> = HashMap::new();
+                for (key, sender, epoch, seq) in left {
+                    let header = Header { sender, epoch, seq };
+                    if let Some(next) = runs.get_mut(&(sender, epoch)) {
+                        if seq == *next {
+                            *next += 1;
+                            take.push((key, header, None));
+                        } else {
+                            later.push((key, sender, epoch, seq));
                         }
                         continue;
                     }
-                    // Its later keys wait with it: the sequencer answers the same for them.
-                    Verdict::Wait { .. } => continue,
-                    Verdict::Deliver => None,
-                    Verdict::Skip { missing, reason } => Some((missing, reason)),
-                };
-                self.take(inbox, key, Header { sender, epoch, seq }, skipped, now)
-                    .await?;
+                    let skipped = match inbox.seq.offer(sender, epoch, seq, now) {
+                        Verdict::Duplicate => {
+                            if inbox.done(key) {
+                                self.ledger.note(Outcome::Duplicate, 1);
+                            }
+                            continue;
+                        }
+                        // Its later keys wait with it: the sequencer answers the same for them.
+                        Verdict::Wait { .. } => continue,
+                        Verdict::Deliver => None,
+                        Verdict::Skip { missing, reason } => Some((missing, reason)),
+                    };
+                    runs.insert((sender, epoch), seq + 1);
+                    take.push((key, header, skipped));
+                }
+                if take.is_empty() {
+                    break;
+                }
+                self.take(inbox, take, now).await?;
+                left = later;
             }
             if !full {
                 return Ok(());
@@ -187,68 +216,104 @@ impl<S: ObjectStore> S3Link<S> {
         }
     }
 
-    /// Reads the inbox by probing each active sender's next key.
+    /// Reads the inbox by probing each active sender's next key: every stream at once, then
+    /// again for the streams that had one, until none has.
     async fn sync_by_probe(&self, inbox: &mut Inbox, now: Instant) -> Result<(), StoreError> {
-        let streams: Vec<_> = inbox
+        let mut streams: Vec<(NodeId, u64, u64)> = inbox
             .seq
             .expected()
             // A silent sender rings when it speaks again. An older epoch that spoke recently is
             // probed too: a dead life's last PUT may still land.
             .filter(|e| self.is_active(e.last_progress, now))
+            .map(|e| (e.sender, e.epoch, e.next))
             .collect();
-        for stream in streams {
-            let mut seq = stream.next;
-            loop {
-                let header = Header {
-                    sender: stream.sender,
-                    epoch: stream.epoch,
-                    seq,
-                };
-                if inbox.seq.offer(stream.sender, stream.epoch, seq, now) != Verdict::Deliver {
-                    break;
-                }
-                let key = batch_key(
-                    &self.config.prefix,
-                    self.me,
-                    stream.sender,
-                    stream.epoch,
-                    seq,
-                );
-                if !self.take(inbox, key, header, None, now).await? {
-                    break;
-                }
-                seq += 1;
-            }
+        while !streams.is_empty() {
+            let take: Vec<_> = streams
+                .iter()
+                .map(|&(sender, epoch, seq)| Header { sender, epoch, seq })
+                .filter(|h| inbox.seq.offer(h.sender, h.epoch, h.seq, now) == Verdict::Deliver)
+                .map(|h| {
+                    let key = batch_key(&self.config.prefix, self.me, h.sender, h.epoch, h.seq);
+                    (key, h, None)
+                })
+                .collect();
+            let found = self.take(inbox, take, now).await?;
+            streams = found
+                .into_iter()
+                .map(|h| (h.sender, h.epoch, h.seq + 1))
+                .collect();
         }
         Ok(())
     }
 
-    /// GETs the batch the sequencer said to take at `key`, moves its stream, and queues it to
-    /// be handed over once deleted. Returns whether the object was there.
+    /// GETs the batches the sequencer said to take (each stream's in order, each at most
+    /// [`concurrent_gets`](super::S3LinkConfig::concurrent_gets) at once), then, in order,
+    /// moves their streams and queues them to be handed over once deleted. A stream stops at
+    /// its first object that is not there (gone since it was listed, or not there yet: the
+    /// stream still expects it) or whose GET failed; the other streams go on, and the first
+    /// failure is returned once they have. Returns the headers of the batches taken.
+    ///
+    /// Nothing changes in the inbox until every GET has answered, so a poll dropped while they
+    /// run leaves it as it was.
     async fn take(
         &self,
         inbox: &mut Inbox,
-        key: String,
-        expect: Header,
-        skipped: Option<(u64, Skipped)>,
+        take: Vec<Take>,
         now: Instant,
-    ) -> Result<bool, StoreError> {
-        let Some(body) = self.get(&key).await? else {
-            // Gone since it was listed, or not there yet: the stream still expects it.
-            return Ok(false);
-        };
-        // The bytes are ours: the stream moves on.
-        inbox
-            .seq
-            .delivered(expect.sender, expect.epoch, expect.seq, now);
-        if let Some((missing, reason)) = skipped {
-            self.ledger.skipped(expect.sender, missing, reason);
+    ) -> Result<Vec<Header>, StoreError> {
+        let mut gets = Vec::with_capacity(take.len());
+        for (key, ..) in &take {
+            gets.push(self.get(key));
         }
-        if let Some(received) = self.decode(body, expect) {
-            inbox.ready.push(received);
+        let bodies: Vec<Result<Option<Bytes>, StoreError>> = futures_util::stream::iter(gets)
+            .buffered(self.config.concurrent_gets.max(1))
+            .collect()
+            .await;
+        let mut stopped: HashSet<(NodeId, u64)> = HashSet::new();
+        let mut failed = None;
+        let mut taken = Vec::new();
+        for ((key, expect, skipped), body) in take.into_iter().zip(bodies) {
+            let stream = (expect.sender, expect.epoch);
+            if stopped.contains(&stream) {
+                continue;
+            }
+            let body = match body {
+                Ok(Some(body)) => body,
+                Ok(None) => {
+                    stopped.insert(stream);
+                    continue;
+                }
+                Err(err) => {
+                    stopped.insert(stream);
+                    failed.get_or_insert(err);
+                    continue;
+                }
+            };
+            // The sequencer decides, as each batch before it moved the stream; with what
+            // came before it taken, the next of a run is what it expects.
+            if skipped.is_none()
+                && inbox
+                    .seq
+                    .offer(expect.sender, expect.epoch, expect.seq, now)
+                    != Verdict::Deliver
+            {
+                stopped.insert(stream);
+                continue;
+            }
+            // The bytes are ours: the stream moves on.
+            inbox
+                .seq
+                .delivered(expect.sender, expect.epoch, expect.seq, now);
+            if let Some((missing, reason)) = skipped {
+                self.ledger.skipped(expect.sender, missing, reason);
+            }
+            if let Some(received) = self.decode(body, expect) {
+                inbox.ready.push(received);
+            }
+            let _ = inbox.done(key);
+            taken.push(expect);
         }
-        let _ = inbox.done(key);
-        Ok(true)
+        failed.map_or(Ok(taken), Err)
     }
 
     /// Checks that an object is the batch its key says; `None` (counted) if it is not.
