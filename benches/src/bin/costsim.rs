@@ -3,12 +3,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
-use benches::report;
+use benches::fleet::{self, Fleet, Topology};
 use benches::sim::{self, LinkKind, Policy};
 use benches::traces::{self, Trace};
+use benches::{fleet_report, report};
 use tunnels::link::cwl::{DEFAULT_READ_RATE, LogsModel};
 use tunnels::link::s3::LatencyModel;
 
@@ -21,6 +23,13 @@ use tunnels::link::s3::LatencyModel;
 /// policy, then checks the default policy (adaptive) against its budgets. With `--link cwl`, the
 /// same over an in-memory CloudWatch Logs (PutLogEvents's limits, the account's read quotas,
 /// ingestion priced per GB), against the seed's design (`linklayer`).
+///
+/// With `--nodes`, a fleet instead: N real nodes on one bucket (with S3's request rates per
+/// prefix) or one CloudWatch Logs account (with its read quota), in the topologies `idle`,
+/// `hub`, `mesh` and `probe`; per node calls, dollars a day and latency, for the fleet the
+/// peak calls a second per prefix and against the account's quota, and the goals it checks
+/// (fleet.md). `costsim --nodes 2,100,1000 --topology idle` is an idle fleet growing;
+/// `costsim --nodes 1001 --topology hub` a server with a thousand clients.
 ///
 /// Exit status: 0 when every budget checked passed, 1 when one failed, 2 on a bad argument or
 /// capture.
@@ -64,9 +73,112 @@ struct Args {
     #[arg(long)]
     sealed: bool,
 
-    /// Where to write report.md and costsim.svg.
+    /// Simulate fleets of these sizes (comma-separated, a hub's server included) instead of
+    /// two nodes: see --topology and --hours.
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',', value_parser = fleet_size)]
+    nodes: Vec<usize>,
+
+    /// With --nodes, how the nodes talk (repeatable): idle (no traffic), hub (every node a
+    /// client of node 0, pinging once a second and fetching 5 to 50 KB every minute or so),
+    /// mesh (each node so with 3 random peers), probe (idle, and a ping between two random
+    /// nodes every ten minutes: the first packet to an idle node). Default: idle, hub, mesh.
+    #[arg(long = "topology", value_name = "NAME", value_parser = topology)]
+    topologies: Vec<Topology>,
+
+    /// With --nodes, hours of traffic to simulate (after a minute of nodes starting). Default:
+    /// 24 for idle and probe, 0.1 (6 minutes) for hub and mesh.
+    #[arg(long, value_name = "HOURS", value_parser = sim_hours)]
+    hours: Option<f64>,
+
+    /// With --nodes, the seed of the traffic, the start times and the service's latency.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+
+    /// Where to write report.md and costsim.svg (fleet.md with --nodes).
     #[arg(long, value_name = "DIR", default_value = "target/costsim")]
     out: PathBuf,
+}
+
+/// 2 to 100,000 nodes.
+fn fleet_size(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (2..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a fleet size from 2 to 100000")),
+    }
+}
+
+fn topology(name: &str) -> Result<Topology, String> {
+    Topology::from_name(name).ok_or(format!(
+        "no topology named {name:?}: idle, hub, mesh or probe"
+    ))
+}
+
+/// A positive number of hours, at most a week.
+fn sim_hours(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(h) if h > 0.0 && h <= 168.0 => Ok(h),
+        _ => Err(format!(
+            "{text:?} is not a number of hours above 0 and at most 168"
+        )),
+    }
+}
+
+/// The fleets: every size in every topology. Exit status as for the two-node run.
+fn run_fleets(args: &Args) -> ExitCode {
+    if args.pcap.is_some() || !args.traces.is_empty() || !args.policies.is_empty() {
+        eprintln!(
+            "costsim: --nodes runs the default policy over its topologies: it takes no --pcap, \
+             --trace or --policy"
+        );
+        return ExitCode::from(2);
+    }
+    let topologies = if args.topologies.is_empty() {
+        Topology::DEFAULT.to_vec()
+    } else {
+        args.topologies.clone()
+    };
+    let mut outcomes = Vec::new();
+    for &topology in &topologies {
+        for &nodes in &args.nodes {
+            let hours = args.hours.unwrap_or(match topology {
+                Topology::Idle | Topology::Probe => 24.0,
+                Topology::Hub | Topology::Mesh => 0.1,
+            });
+            let outcome = fleet::run(Fleet {
+                nodes,
+                topology,
+                link: args.link,
+                duration: Duration::from_secs_f64(hours * 3_600.0),
+                seed: args.seed,
+            });
+            eprintln!(
+                "simulated {} {} of {nodes} nodes for {hours} h in {:.1} s",
+                args.link.name(),
+                topology.name(),
+                outcome.wall.as_secs_f64()
+            );
+            outcomes.push(outcome);
+        }
+    }
+    let checks = fleet_report::checks(&outcomes);
+    println!("{}", fleet_report::table(&outcomes));
+    if let Some(largest) = fleet_report::largest_fleets(&outcomes) {
+        println!("{largest}");
+    }
+    print!("{}", report::check_lines(&checks));
+    let path = args.out.join("fleet.md");
+    if let Err(err) = std::fs::create_dir_all(&args.out)
+        .and_then(|()| std::fs::write(&path, fleet_report::markdown(&outcomes, &checks)))
+    {
+        eprintln!("costsim: writing {}: {err}", args.out.display());
+        return ExitCode::from(2);
+    }
+    eprintln!("wrote {}", path.display());
+    if checks.iter().all(|c| c.pass) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn builtin_trace(name: &str) -> Result<String, String> {
@@ -146,6 +258,13 @@ fn load_pcap(path: &PathBuf, mtu: usize) -> Result<Trace, String> {
 fn main() -> ExitCode {
     // Bad arguments exit with 2, as documented.
     let mut args = Args::parse();
+    if !args.nodes.is_empty() {
+        return run_fleets(&args);
+    }
+    if !args.topologies.is_empty() || args.hours.is_some() {
+        eprintln!("costsim: --topology and --hours go with --nodes");
+        return ExitCode::from(2);
+    }
     if args.policies.is_empty() {
         args.policies = Policy::of(args.link).to_vec();
     }

@@ -153,7 +153,7 @@ impl Default for NodeConfig {
             send_budget: None,
             send_delay: Duration::from_millis(20),
             buffered_bytes: 64 << 20,
-            concurrent_sends: 32,
+            concurrent_sends: 128,
             seed: None,
             frames_per_send: usize::MAX,
             bulk: None,

@@ -25,6 +25,10 @@ use crate::link::{
 };
 use crate::wire::{Batch, Header};
 
+/// The most batches of one stream a round of GETs takes: one sender's 8 MB objects do not
+/// fill the poll's memory, and many senders share the GETs in flight.
+const RUN: usize = 4;
+
 /// Senders beyond which a LIST costs less than probing each (a LIST is 12.5 GETs).
 const PROBE_LIMIT: usize = 12;
 
@@ -170,19 +174,21 @@ impl<S: ObjectStore> S3Link<S> {
                     }
                 }
             }
-            // In rounds: each takes, for every stream, the run of batches that follows what it
-            // delivered, all at once; a key after a hole in its run waits for the next round,
-            // when the sequencer knows what the run delivered.
+            // In rounds: each takes, for every stream, the run of batches (up to `RUN`) that
+            // follows what it delivered, all at once; a key after a hole in its run, or past
+            // `RUN`, waits for the next round, when the sequencer knows what the run delivered.
             while !left.is_empty() {
                 let mut take = Vec::new();
                 let mut later = Vec::new();
-                // Per stream taken from in this round: the sequence number its run reached.
-                let mut runs: HashMap<(NodeId, u64), u64> = HashMap::new();
+                // Per stream taken from in this round: the sequence number its run reached, and
+                // the run's length.
+                let mut runs: HashMap<(NodeId, u64), (u64, usize)> = HashMap::new();
                 for (key, sender, epoch, seq) in left {
                     let header = Header { sender, epoch, seq };
-                    if let Some(next) = runs.get_mut(&(sender, epoch)) {
-                        if seq == *next {
+                    if let Some((next, len)) = runs.get_mut(&(sender, epoch)) {
+                        if seq == *next && *len < RUN {
                             *next += 1;
+                            *len += 1;
                             take.push((key, header, None));
                         } else {
                             later.push((key, sender, epoch, seq));
@@ -201,7 +207,7 @@ impl<S: ObjectStore> S3Link<S> {
                         Verdict::Deliver => None,
                         Verdict::Skip { missing, reason } => Some((missing, reason)),
                     };
-                    runs.insert((sender, epoch), seq + 1);
+                    runs.insert((sender, epoch), (seq + 1, 1));
                     take.push((key, header, skipped));
                 }
                 if take.is_empty() {
@@ -262,13 +268,18 @@ impl<S: ObjectStore> S3Link<S> {
         now: Instant,
     ) -> Result<Vec<Header>, StoreError> {
         let mut gets = Vec::with_capacity(take.len());
-        for (key, ..) in &take {
-            gets.push(self.get(key));
+        for (i, (key, ..)) in take.iter().enumerate() {
+            let get = self.get(key);
+            gets.push(async move { (i, get.await) });
         }
-        let bodies: Vec<Result<Option<Bytes>, StoreError>> = futures_util::stream::iter(gets)
-            .buffered(self.config.concurrent_gets.max(1))
-            .collect()
-            .await;
+        // As each answers, the next starts (a slow GET holds up no other), then in key order.
+        let mut bodies: Vec<(usize, Result<Option<Bytes>, StoreError>)> =
+            futures_util::stream::iter(gets)
+                .buffer_unordered(self.config.concurrent_gets.max(1))
+                .collect()
+                .await;
+        bodies.sort_unstable_by_key(|(i, _)| *i);
+        let bodies = bodies.into_iter().map(|(_, body)| body);
         let mut stopped: HashSet<(NodeId, u64)> = HashSet::new();
         let mut failed = None;
         let mut taken = Vec::new();

@@ -53,10 +53,12 @@ pub struct S3LinkConfig {
     pub list_every: Duration,
     /// How long a missing batch is waited for before it is counted lost and skipped.
     pub gap_grace: Duration,
-    /// GETs in flight at once while a poll reads what it found (each sender's batches in
-    /// order, different senders' and one sender's next ones together). A poll holds at most
-    /// this many objects (each up to `object_bytes`) in memory at once. A hub that many
-    /// clients write to needs many: one GET takes tens of milliseconds. 0 counts as 1.
+    /// GETs in flight at once while a poll reads what it found: different senders' batches
+    /// together, and up to 4 of one sender's next ones (each sender's handed over in order).
+    /// A poll holds at most this many objects (each up to `object_bytes`) in memory, and at
+    /// most 4 of one sender's. A hub that many clients write to needs many: one GET takes
+    /// tens of milliseconds, and a thousand clients pinging once a second write a thousand
+    /// objects a second. 0 counts as 1.
     pub concurrent_gets: usize,
     /// Retries of throttled and failed calls.
     pub retry: RetryPolicy,
@@ -78,7 +80,7 @@ impl Default for S3LinkConfig {
             bell_every: Duration::from_secs(5),
             list_every: Duration::from_secs(3_600),
             gap_grace: Duration::from_secs(10),
-            concurrent_gets: 16,
+            concurrent_gets: 64,
             retry: RetryPolicy::default(),
             prices: Prices::S3_STANDARD,
             sealing: None,
