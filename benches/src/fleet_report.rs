@@ -19,7 +19,8 @@ pub const IDLE_SPREAD: f64 = 0.05;
 pub const HUB_P99_S3: Duration = Duration::from_secs(10);
 
 /// The same on CloudWatch Logs, whose account-wide read quota (10 GetLogEvents a second) a
-/// hub's clients share: a hub of many clients polls slower than the quota allows.
+/// hub's clients share. Not yet measured: a minute, the longest an idle node waits between
+/// reads.
 pub const HUB_P99_CWL: Duration = Duration::from_secs(60);
 
 /// The latencies the CloudWatch Logs table gives the largest fleet for.

@@ -78,11 +78,11 @@ struct Args {
     #[arg(long, value_name = "N[,N...]", value_delimiter = ',', value_parser = fleet_size)]
     nodes: Vec<usize>,
 
-    /// With --nodes, how the nodes talk (repeatable): idle (no traffic), hub (every node a
+    /// With --nodes, how the nodes talk (repeatable, or comma-separated): idle (no traffic), hub (every node a
     /// client of node 0, pinging once a second and fetching 5 to 50 KB every minute or so),
     /// mesh (each node so with 3 random peers), probe (idle, and a ping between two random
     /// nodes every ten minutes: the first packet to an idle node). Default: idle, hub, mesh.
-    #[arg(long = "topology", value_name = "NAME", value_parser = topology)]
+    #[arg(long = "topology", value_name = "NAME", value_delimiter = ',', value_parser = topology)]
     topologies: Vec<Topology>,
 
     /// With --nodes, hours of traffic to simulate (after a minute of nodes starting). Default:
