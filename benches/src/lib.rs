@@ -6,6 +6,7 @@
 //! [`pcap`] to replay a capture of your own, the [`report`], and the [`fleet`] simulation
 //! (`costsim --nodes`): many nodes on one bucket or one account, with its [`fleet_report`].
 
+pub mod ceiling;
 pub mod fleet;
 pub mod fleet_report;
 pub mod pcap;

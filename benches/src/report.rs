@@ -17,14 +17,14 @@ pub struct Check {
     pub detail: String,
 }
 
-fn ms(d: Option<Duration>) -> String {
+pub(crate) fn ms(d: Option<Duration>) -> String {
     d.map_or_else(
         || "-".into(),
         |d| format!("{:.0} ms", d.as_secs_f64() * 1e3),
     )
 }
 
-fn dollars(x: f64) -> String {
+pub(crate) fn dollars(x: f64) -> String {
     if x == 0.0 {
         "$0".into()
     } else if x < 0.01 {

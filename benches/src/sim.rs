@@ -205,6 +205,14 @@ pub struct Outcome {
     pub refused: usize,
     /// Calls the service throttled (the account's quotas).
     pub throttled: u64,
+    /// The dollar ceiling per node per day the run was under ([`run_ceiling`]).
+    pub ceiling: Option<f64>,
+    /// Packets the nodes accepted (the rest were held back at the door: a node under its
+    /// ceiling with a full buffer, or an offer given up on).
+    pub accepted: u64,
+    /// The most one node spent over any 24 hours of the run, sampled each minute (measured by
+    /// [`run_ceiling`] only; zero otherwise).
+    pub worst_day: f64,
 }
 
 impl Outcome {
@@ -226,6 +234,17 @@ impl Outcome {
     /// Packets sent and never delivered.
     pub fn lost(&self) -> u64 {
         self.sent - self.delivered
+    }
+
+    /// Packets a node accepted and never delivered: what a ceiling must never cause.
+    pub fn lost_accepted(&self) -> u64 {
+        self.accepted.saturating_sub(self.delivered)
+    }
+
+    /// Packets offered and never accepted (held back by a full buffer until the offer was
+    /// given up on).
+    pub fn held_back(&self) -> u64 {
+        self.sent - self.accepted
     }
 
     /// Bytes delivered per second, from the first send to the last delivery.
@@ -266,31 +285,56 @@ struct Packet {
     sent: Instant,
     size: usize,
     reply: Option<Reply>,
+    accepted: bool,
     delivered: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
 struct Registry {
     packets: Vec<Packet>,
+    /// Packets accepted, and delivered (each counted once).
+    accepted: u64,
+    delivered: u64,
 }
 
 impl Registry {
-    /// Registers a packet and returns its frame: its id, padded to its size.
-    fn frame(&mut self, size: usize, reply: Option<Reply>) -> Bytes {
-        let id = self.packets.len() as u64;
+    /// Registers a packet sent at `sent` and returns its id and frame: its id, padded to its
+    /// size.
+    fn frame_at(&mut self, sent: Instant, size: usize, reply: Option<Reply>) -> (usize, Bytes) {
+        let id = self.packets.len();
         self.packets.push(Packet {
-            sent: Instant::now(),
+            sent,
             size,
             reply,
+            accepted: false,
             delivered: None,
         });
         let mut frame = vec![0u8; size.max(8)];
-        frame[..8].copy_from_slice(&id.to_be_bytes());
-        Bytes::from(frame)
+        frame[..8].copy_from_slice(&(id as u64).to_be_bytes());
+        (id, Bytes::from(frame))
     }
 
     fn all_delivered(&self) -> bool {
         self.packets.iter().all(|p| p.delivered.is_some())
+    }
+
+    /// Whether every packet accepted was delivered (a delivered packet was accepted first).
+    fn all_accepted_delivered(&self) -> bool {
+        self.delivered >= self.accepted
+    }
+
+    fn accept(&mut self, id: usize) {
+        self.packets[id].accepted = true;
+        self.accepted += 1;
+    }
+
+    fn deliver(&mut self, id: usize) -> Option<Reply> {
+        let packet = &mut self.packets[id];
+        if packet.delivered.is_none() {
+            packet.delivered = Some(Instant::now());
+            self.delivered += 1;
+        }
+        packet.reply
     }
 }
 
@@ -370,12 +414,16 @@ pub fn run_cwl_sealed(
             policy,
             node_config,
             (link(NODE_A), link(NODE_B)),
-            // The seed's design would take days to offer a bulk trace; ours is given its time.
-            Some(if policy == Policy::Linklayer {
-                Duration::from_secs(600)
-            } else {
-                Duration::from_secs(86_400)
-            }),
+            Drive {
+                // The seed's design would take days to offer a bulk trace; ours is given its
+                // time.
+                cutoff: Some(if policy == Policy::Linklayer {
+                    Duration::from_secs(600)
+                } else {
+                    Duration::from_secs(86_400)
+                }),
+                ceiling: false,
+            },
         )
         .await;
         outcome.link = LinkKind::Cwl;
@@ -428,19 +476,92 @@ async fn simulate(
         policy,
         node_config,
         (link(NODE_A), link(NODE_B)),
-        None,
+        Drive::default(),
     )
     .await
 }
 
-/// Plays `trace` through two nodes on `links`; with a `cutoff`, packets not yet offered that
-/// long after the trace's end are counted as sent and never delivered.
+/// Runs `trace` over `link` (with the service's own latency, limits and prices) under
+/// `policy`, each node under a ceiling of `ceiling` dollars a day when it is given
+/// (`NodeConfig::max_dollars_per_day`), as `costsim --max-dollars-per-day` does.
+///
+/// Unlike [`run`], each packet's latency counts from the time the trace schedules it, so the
+/// time it waits to be accepted (a node holding back under its ceiling) is in it; what one
+/// node spends is sampled each minute for [`Outcome::worst_day`]; the run waits until every
+/// accepted packet is delivered (up to sixty days past the trace's end); and packets not yet
+/// accepted an hour after the trace's end are given up on ([`Outcome::held_back`]).
+///
+/// # Panics
+///
+/// Panics if `policy` does not run over `link`, `ceiling` is not a positive number, or the
+/// runtime cannot be built.
+pub fn run_ceiling(trace: &Trace, link: LinkKind, policy: Policy, ceiling: Option<f64>) -> Outcome {
+    let how = Drive {
+        cutoff: Some(Duration::from_secs(3_600)),
+        ceiling: true,
+    };
+    let mut outcome = match link {
+        LinkKind::S3 => {
+            let (mut node, link) = policy.configs();
+            node.max_dollars_per_day = ceiling;
+            paused(async {
+                let store = MemoryStore::new(LatencyModel::S3_STANDARD, 42);
+                let link = |me| Arc::new(S3Link::new(store.clone(), me, 1, link.clone()));
+                drive(trace, policy, node, (link(NODE_A), link(NODE_B)), how).await
+            })
+        }
+        LinkKind::Cwl => {
+            let (mut node, link_config) = policy
+                .cwl_configs()
+                .unwrap_or_else(|| panic!("{} is not a CloudWatch Logs policy", policy.name()));
+            node.max_dollars_per_day = ceiling;
+            paused(async {
+                let logs = MemoryLogs::new(LogsModel::CLOUDWATCH, 42);
+                let link = |me| {
+                    Arc::new(
+                        CwlLink::new(logs.clone(), me, 1, link_config.clone())
+                            .expect("valid settings"),
+                    )
+                };
+                let mut outcome =
+                    drive(trace, policy, node, (link(NODE_A), link(NODE_B)), how).await;
+                outcome.refused = logs.refused().len();
+                outcome.throttled = logs.throttled();
+                outcome
+            })
+        }
+    };
+    outcome.link = link;
+    outcome.ceiling = ceiling;
+    outcome
+}
+
+/// How [`drive`] plays a trace.
+#[derive(Debug, Clone, Copy, Default)]
+struct Drive {
+    /// Packets not yet offered this long after the trace's end are given up on (counted as
+    /// sent, not accepted and never delivered).
+    cutoff: Option<Duration>,
+    /// A ceiling run ([`run_ceiling`]): latency from each packet's scheduled time, each node's
+    /// spend sampled every minute, and a drain until everything accepted is delivered.
+    ceiling: bool,
+}
+
+/// The most spent over any 24 hours (1,440 minutes) of `costs`, sampled each minute.
+fn worst_day(costs: &[f64]) -> f64 {
+    let day = 1_440;
+    (0..costs.len())
+        .map(|end| costs[end] - costs[end.saturating_sub(day)])
+        .fold(0.0, f64::max)
+}
+
+/// Plays `trace` through two nodes on `links`, as `how` says.
 async fn drive<L: Link>(
     trace: &Trace,
     policy: Policy,
     node_config: NodeConfig,
     (link_a, link_b): (Arc<L>, Arc<L>),
-    cutoff: Option<Duration>,
+    how: Drive,
 ) -> Outcome {
     let registry = Arc::new(Mutex::new(Registry::default()));
 
@@ -476,23 +597,33 @@ async fn drive<L: Link>(
             Side::B => Arc::clone(&b),
         }
     };
+    let accept = {
+        let registry = Arc::clone(&registry);
+        move |id: usize| registry.lock().expect("registry").accept(id)
+    };
 
     let host = tokio::spawn({
         let registry = Arc::clone(&registry);
         let node = node.clone();
+        let accept = accept.clone();
         async move {
             while let Some((side, frame)) = arrivals.recv().await {
                 let id = u64::from_be_bytes(frame[..8].try_into().expect("8 bytes"));
-                let reply = {
-                    let mut registry = registry.lock().expect("registry");
-                    let packet = &mut registry.packets[id as usize];
-                    packet.delivered.get_or_insert(Instant::now());
-                    packet.reply
-                };
+                let reply = registry.lock().expect("registry").deliver(id as usize);
                 if let Some(reply) = reply {
                     for _ in 0..reply.packets {
-                        let frame = registry.lock().expect("registry").frame(reply.size, None);
-                        let _ = node(side).send_wait(node_id(side.peer()), frame).await;
+                        let (id, frame) = registry.lock().expect("registry").frame_at(
+                            Instant::now(),
+                            reply.size,
+                            None,
+                        );
+                        if node(side)
+                            .send_wait(node_id(side.peer()), frame)
+                            .await
+                            .is_ok()
+                        {
+                            accept(id);
+                        }
                     }
                 }
             }
@@ -500,36 +631,70 @@ async fn drive<L: Link>(
     });
 
     let start = Instant::now();
-    let give_up = cutoff.map(|c| start + trace.duration + c);
+    // What each node has spent, each minute.
+    let stop_sampling = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = how.ceiling.then(|| {
+        let (a, b) = (Arc::clone(&link_a), Arc::clone(&link_b));
+        let stop = Arc::clone(&stop_sampling);
+        tokio::spawn(async move {
+            let mut costs = (vec![a.cost()], vec![b.cost()]);
+            let mut minute = tokio::time::interval(Duration::from_secs(60));
+            minute.tick().await;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                minute.tick().await;
+                costs.0.push(a.cost());
+                costs.1.push(b.cost());
+            }
+            costs
+        })
+    });
+    let give_up = how.cutoff.map(|c| start + trace.duration + c);
     let mut abandoned = 0;
     for send in &trace.sends {
-        sleep_until(start + send.at).await;
+        let at = start + send.at;
+        sleep_until(at).await;
         if give_up.is_some_and(|at| Instant::now() >= at) {
             abandoned += 1;
             continue;
         }
-        let frame = registry
+        // A ceiling run counts latency from when the trace sends, waiting at the door
+        // included; the others from when the packet is offered.
+        let sent = if how.ceiling { at } else { Instant::now() };
+        let (id, frame) = registry
             .lock()
             .expect("registry")
-            .frame(send.size, send.reply);
+            .frame_at(sent, send.size, send.reply);
         let sender = node(send.from);
-        let sent = sender.send_wait(node_id(send.from.peer()), frame);
-        match give_up {
-            Some(at) => {
-                let _ = tokio::time::timeout_at(at, sent).await;
-            }
-            None => {
-                let _ = sent.await;
-            }
+        let offer = sender.send_wait(node_id(send.from.peer()), frame);
+        let accepted = match give_up {
+            Some(at) => matches!(tokio::time::timeout_at(at, offer).await, Ok(Ok(()))),
+            None => offer.await.is_ok(),
+        };
+        if accepted {
+            accept(id);
         }
     }
     sleep_until(start + trace.duration).await;
     // Wait for stragglers: up to ten minutes past the end (an hour with a cutoff, as over
-    // CloudWatch Logs, where a bulk trace takes longer to read than to write).
-    let drain = if cutoff.is_some() { 3_600 } else { 600 };
+    // CloudWatch Logs, where a bulk trace takes longer to read than to write; sixty days under
+    // a ceiling, which may take weeks to pay for sending a full buffer).
+    let drain = match (how.ceiling, how.cutoff) {
+        (true, _) => 60 * 86_400,
+        (false, Some(_)) => 3_600,
+        (false, None) => 600,
+    };
     let drain_until = Instant::now() + Duration::from_secs(drain);
-    while !registry.lock().expect("registry").all_delivered() && Instant::now() < drain_until {
-        sleep(Duration::from_secs(1)).await;
+    let done = |r: &Registry| {
+        if how.ceiling {
+            r.all_accepted_delivered()
+        } else {
+            r.all_delivered()
+        }
+    };
+    // A ceiling run looks each minute: it may wait weeks.
+    let look = Duration::from_secs(if how.ceiling { 60 } else { 1 });
+    while !done(&registry.lock().expect("registry")) && Instant::now() < drain_until {
+        sleep(look).await;
     }
 
     drop(node);
@@ -537,6 +702,16 @@ async fn drive<L: Link>(
         node.shutdown().await;
     }
     host.abort();
+    let elapsed = Instant::now() - start;
+    let worst = match sampler {
+        Some(sampler) => {
+            // The sampler's next minute sees the calls of the shutdown, and is its last.
+            stop_sampling.store(true, std::sync::atomic::Ordering::Relaxed);
+            let (a, b) = sampler.await.expect("the sampler");
+            worst_day(&a).max(worst_day(&b))
+        }
+        None => 0.0,
+    };
 
     let span = registry
         .lock()
@@ -546,7 +721,6 @@ async fn drive<L: Link>(
         .filter_map(|p| p.delivered)
         .max()
         .map_or(Duration::ZERO, |last| last - start);
-    let elapsed = Instant::now() - start;
     let calls = link_a.usage().merged(&link_b.usage());
     let cost = link_a.cost() + link_b.cost();
     let registry = registry.lock().expect("registry");
@@ -578,5 +752,8 @@ async fn drive<L: Link>(
         link: LinkKind::S3,
         refused: 0,
         throttled: 0,
+        ceiling: None,
+        accepted: registry.accepted,
+        worst_day: worst,
     }
 }

@@ -259,3 +259,50 @@ pub fn pause() -> Trace {
 pub fn builtin() -> Vec<Trace> {
     vec![idle(), ping(), ssh(), web(), bulk(), wake(), pause()]
 }
+
+/// A day of `trace`: played again every hour (or as soon as it ends, if it lasts longer) until
+/// 24 hours are filled, so that a day of `bulk` is a GiB at the start of every hour. A trace of
+/// a day or more is returned as it is.
+pub fn day_of(trace: &Trace) -> Trace {
+    const DAY: Duration = Duration::from_secs(86_400);
+    if trace.duration >= DAY {
+        return trace.clone();
+    }
+    let period = trace.duration.max(HOUR);
+    let mut sends = Vec::new();
+    let mut offset = Duration::ZERO;
+    while offset + trace.duration <= DAY {
+        sends.extend(trace.sends.iter().map(|s| Send {
+            at: offset + s.at,
+            ..*s
+        }));
+        offset += period;
+    }
+    Trace {
+        name: trace.name.clone(),
+        duration: offset - period + trace.duration,
+        sends,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_of_a_trace_repeats_it_every_hour_for_24_hours() {
+        let ping = ping();
+        let day = day_of(&ping);
+        assert_eq!(day.duration, Duration::from_secs(86_400));
+        assert_eq!(day.sends.len(), 24 * ping.sends.len());
+        assert_eq!(day.sends[ping.sends.len()].at, HOUR + ping.sends[0].at);
+        assert!(day.sends.windows(2).all(|w| w[0].at <= w[1].at));
+
+        let bulk = bulk();
+        let day = day_of(&bulk);
+        assert_eq!(day.sends.len(), 24 * bulk.sends.len(), "a GiB every hour");
+        assert_eq!(day.duration, 23 * HOUR + bulk.duration);
+
+        assert_eq!(day_of(&idle()), idle());
+    }
+}

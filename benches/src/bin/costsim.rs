@@ -45,9 +45,10 @@ struct Args {
     #[arg(long = "policy", value_name = "NAME", value_parser = policy)]
     policies: Vec<Policy>,
 
-    /// The service: s3 (S3 Standard) or cwl (CloudWatch Logs Standard).
-    #[arg(long, value_name = "LINK", default_value = "s3", value_parser = link)]
-    link: LinkKind,
+    /// The service: s3 (S3 Standard) or cwl (CloudWatch Logs Standard). Default: s3 (both
+    /// with --max-dollars-per-day).
+    #[arg(long, value_name = "LINK", value_parser = link)]
+    link: Option<LinkKind>,
 
     /// Replay a capture of your own (pcap or pcapng) instead of the built-in traces: the
     /// capturing host is one node, everyone it talks to the other (in a loopback capture, the
@@ -90,6 +91,15 @@ struct Args {
     #[arg(long, value_name = "HOURS", value_parser = sim_hours)]
     hours: Option<f64>,
 
+    /// Sweep these dollar ceilings per node per day (comma-separated), as `tunnel up
+    /// --max-dollars-per-day` sets one: a day of each trace (idle, ping, ssh, web, bulk; or
+    /// --trace) under each ceiling, with none, and under the seed's design, over both links
+    /// (or --link). Checks that no node spends more than its ceiling in any 24 hours and that
+    /// nothing accepted is lost; writes ceiling.md and ceiling.svg (p99 latency against dollars
+    /// a day).
+    #[arg(long, value_name = "D[,D...]", value_delimiter = ',', value_parser = dollars)]
+    max_dollars_per_day: Vec<f64>,
+
     /// With --nodes, the seed of the traffic, the start times and the service's latency.
     #[arg(long, value_name = "N", default_value_t = 1)]
     seed: u64,
@@ -97,6 +107,83 @@ struct Args {
     /// Where to write report.md and costsim.svg (fleet.md with --nodes).
     #[arg(long, value_name = "DIR", default_value = "target/costsim")]
     out: PathBuf,
+}
+
+/// A positive, finite number of dollars, such as `0.05` or `$1`.
+fn dollars(text: &str) -> Result<f64, String> {
+    match text.trim().trim_start_matches('$').parse::<f64>() {
+        Ok(d) if d > 0.0 && d.is_finite() => Ok(d),
+        _ => Err(format!(
+            "{text:?} is not a number of dollars above zero (such as 0.05)"
+        )),
+    }
+}
+
+/// The ceiling sweep: a day of each trace under each ceiling, over each link.
+fn run_ceilings(args: &Args) -> ExitCode {
+    if args.pcap.is_some()
+        || !args.policies.is_empty()
+        || args.sealed
+        || args.latency != Latency::Service
+    {
+        eprintln!(
+            "costsim: --max-dollars-per-day sweeps the built-in traces under ours and the              seed's design, with the service's latency: it takes no --pcap, --policy, --sealed              or --latency none"
+        );
+        return ExitCode::from(2);
+    }
+    let links = match args.link {
+        Some(link) => vec![link],
+        None => vec![LinkKind::S3, LinkKind::Cwl],
+    };
+    let traces: Vec<Trace> = traces::builtin()
+        .into_iter()
+        .filter(|t| {
+            if args.traces.is_empty() {
+                benches::ceiling::TRACES.contains(&t.name.as_str())
+            } else {
+                args.traces.contains(&t.name)
+            }
+        })
+        .collect();
+    let mut points = Vec::new();
+    for &link in &links {
+        for trace in &traces {
+            points.extend(benches::ceiling::sweep(
+                trace,
+                link,
+                &args.max_dollars_per_day,
+                |p, wall| {
+                    eprintln!(
+                        "simulated {} {} under {} {} in {:.1} s",
+                        link.name(),
+                        p.trace(),
+                        p.outcome.policy.name(),
+                        p.outcome
+                            .ceiling
+                            .map_or_else(|| "with no ceiling".into(), |c| format!("${c} a day")),
+                        wall.as_secs_f64()
+                    );
+                },
+            ));
+        }
+    }
+    let checks = benches::ceiling::checks(&points);
+    println!("{}", benches::ceiling::table(&points));
+    print!("{}", report::check_lines(&checks));
+    let (md, svg) = (args.out.join("ceiling.md"), args.out.join("ceiling.svg"));
+    if let Err(err) = std::fs::create_dir_all(&args.out)
+        .and_then(|()| std::fs::write(&md, benches::ceiling::markdown(&points, &checks)))
+        .and_then(|()| std::fs::write(&svg, benches::ceiling::svg(&points)))
+    {
+        eprintln!("costsim: writing {}: {err}", args.out.display());
+        return ExitCode::from(2);
+    }
+    eprintln!("wrote {} and {}", md.display(), svg.display());
+    if checks.iter().all(|c| c.pass) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// 2 to 100,000 nodes.
@@ -147,13 +234,13 @@ fn run_fleets(args: &Args) -> ExitCode {
             let outcome = fleet::run(Fleet {
                 nodes,
                 topology,
-                link: args.link,
+                link: args.link.unwrap_or_default(),
                 duration: Duration::from_secs_f64(hours * 3_600.0),
                 seed: args.seed,
             });
             eprintln!(
                 "simulated {} {} of {nodes} nodes for {hours} h in {:.1} s",
-                args.link.name(),
+                args.link.unwrap_or_default().name(),
                 topology.name(),
                 outcome.wall.as_secs_f64()
             );
@@ -258,26 +345,34 @@ fn load_pcap(path: &PathBuf, mtu: usize) -> Result<Trace, String> {
 fn main() -> ExitCode {
     // Bad arguments exit with 2, as documented.
     let mut args = Args::parse();
+    if !args.nodes.is_empty() && !args.max_dollars_per_day.is_empty() {
+        eprintln!("costsim: --nodes and --max-dollars-per-day are separate runs: give one");
+        return ExitCode::from(2);
+    }
     if !args.nodes.is_empty() {
         return run_fleets(&args);
     }
+    if !args.max_dollars_per_day.is_empty() {
+        if !args.topologies.is_empty() || args.hours.is_some() {
+            eprintln!("costsim: --topology and --hours go with --nodes");
+            return ExitCode::from(2);
+        }
+        return run_ceilings(&args);
+    }
+    let link = args.link.unwrap_or_default();
     if !args.topologies.is_empty() || args.hours.is_some() {
         eprintln!("costsim: --topology and --hours go with --nodes");
         return ExitCode::from(2);
     }
     if args.policies.is_empty() {
-        args.policies = Policy::of(args.link).to_vec();
+        args.policies = Policy::of(link).to_vec();
     }
-    if let Some(p) = args
-        .policies
-        .iter()
-        .find(|p| !Policy::of(args.link).contains(p))
-    {
+    if let Some(p) = args.policies.iter().find(|p| !Policy::of(link).contains(p)) {
         eprintln!(
             "costsim: policy {} does not run over --link {}: give one of {}",
             p.name(),
-            args.link.name(),
-            Policy::of(args.link)
+            link.name(),
+            Policy::of(link)
                 .iter()
                 .map(|p| p.name())
                 .collect::<Vec<_>>()
@@ -309,7 +404,7 @@ fn main() -> ExitCode {
                         .expect("one key");
                 std::sync::Arc::new(tunnels::link::Sealing::new(keys, "costsim"))
             });
-            let outcome = match (args.link, args.latency) {
+            let outcome = match (link, args.latency) {
                 (LinkKind::S3, Latency::Service) => {
                     sim::run_sealed_on(trace, policy, LatencyModel::S3_STANDARD, sealing)
                 }
@@ -333,7 +428,7 @@ fn main() -> ExitCode {
         }
     }
 
-    let checks = match (args.pcap.is_some(), args.link) {
+    let checks = match (args.pcap.is_some(), link) {
         (true, _) => Vec::new(),
         (false, LinkKind::S3) => report::checks(&outcomes),
         (false, LinkKind::Cwl) => report::checks_cwl(&outcomes, DEFAULT_READ_RATE),
