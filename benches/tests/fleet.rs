@@ -29,3 +29,33 @@ fn a_small_hub_delivers_everything_within_s3s_rates() {
         outcome.wall
     );
 }
+
+/// Twenty clients of one hub read more than one account's quota of GetLogEvents (10 a
+/// second) allows: the nodes widen the gaps between their reads as they are throttled, so
+/// the hub still gets its share and every packet arrives. (Before, the clients took every
+/// token the quota refilled and the hub, its polls throttled, slowed until it read nothing:
+/// none of 3,595 packets arrived.)
+#[test]
+fn a_hub_of_twenty_clients_over_one_cloudwatch_logs_account_delivers_everything() {
+    let outcome = fleet::run(Fleet {
+        nodes: 21,
+        topology: Topology::Hub,
+        link: LinkKind::Cwl,
+        duration: Duration::from_secs(180),
+        seed: 1,
+    });
+    assert!(outcome.sent() > 20 * 150, "{}", outcome.sent());
+    assert!(outcome.throttled > 0, "the quota binds");
+    assert_eq!(
+        outcome.lost(),
+        0,
+        "{} of {}",
+        outcome.delivered(),
+        outcome.sent()
+    );
+    assert!(
+        outcome.nodes[0].delivered >= 20 * 150,
+        "the hub hears its clients: {}",
+        outcome.nodes[0].delivered
+    );
+}

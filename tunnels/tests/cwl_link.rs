@@ -259,6 +259,58 @@ async fn an_idle_receiver_reads_its_bell_once_a_poll_and_keeps_to_its_read_rate(
     assert!(b.deferred_reads() > 0);
 }
 
+/// At the end of a stream the service hands back the token it was given, so a receiver that
+/// has read its bell reads it once a poll, not on until its read rate is spent.
+#[tokio::test(start_paused = true)]
+async fn a_bell_read_to_its_end_is_read_once_a_poll() {
+    let logs = MemoryLogs::new(LogsModel::CLOUDWATCH, 8);
+    let (a, b) = (link(&logs, A, 1), link(&logs, B, 1));
+    a.send(B, &frames(&["x"])).await.unwrap();
+    assert_eq!(payloads(&poll_for(&b, 1).await), [vec![&b"x"[..]]]);
+    // A is forgotten after three quiet minutes; then a poll reads the bell alone.
+    tokio::time::sleep(Duration::from_secs(240)).await;
+    b.poll().await.unwrap();
+    let before = reads(&b);
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(b.poll().await.unwrap().is_empty());
+    }
+    let idle = reads(&b) - before;
+    assert_eq!(idle, 10, "{idle} reads in 10 idle polls");
+    assert_eq!(b.deferred_reads(), 0);
+}
+
+/// A read the account's quota throttled makes the node's next read wait: the nodes of an
+/// account that outrun its quota spread their reads out instead of taking every token in
+/// turn.
+#[tokio::test(start_paused = true)]
+async fn a_throttled_read_makes_the_next_one_wait() {
+    let logs = MemoryLogs::new(LogsModel::LOCAL, 9);
+    let (a, b) = (link(&logs, A, 1), link(&logs, B, 1));
+    a.send(B, &frames(&["x"])).await.unwrap();
+    logs.fail_next(Call::GetLogEvents, StoreErrorKind::Throttled, 1);
+    let start = tokio::time::Instant::now();
+    assert!(b.poll().await.is_err());
+    assert!(
+        start.elapsed() < Duration::from_millis(10),
+        "no latency locally"
+    );
+    let start = tokio::time::Instant::now();
+    assert_eq!(payloads(&b.poll().await.unwrap()), [vec![&b"x"[..]]]);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(100),
+        "the next read waited {waited:?}"
+    );
+    // Answered reads shrink the gap until there is none.
+    for _ in 0..100 {
+        b.poll().await.unwrap();
+    }
+    let start = tokio::time::Instant::now();
+    b.poll().await.unwrap();
+    assert!(start.elapsed() < Duration::from_millis(10));
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_seeds_filter_reading_delivers_too_with_one_call_a_poll() {
     let logs = MemoryLogs::new(LogsModel::CLOUDWATCH, 9);

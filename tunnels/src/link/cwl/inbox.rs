@@ -261,13 +261,15 @@ impl<S: LogStore> CwlLink<S> {
             if !self.may_read() {
                 return Ok(());
             }
+            self.read_gap().await;
             let op = Call::FilterLogEvents as usize;
             self.ledger.call(op, 0);
-            let page = match self
+            let page = self
                 .store
                 .filter_events(&self.config.group, &prefix, start, token.as_deref())
-                .await
-            {
+                .await;
+            self.read_answered(page.as_ref().err());
+            let page = match page {
                 Ok(page) => page,
                 Err(e) if e.kind() == StoreErrorKind::NotFound => return Ok(()),
                 Err(e) => return Err(e),

@@ -33,6 +33,57 @@ pub const DEFAULT_READ_RATE: Budget =
     Budget::new(NonZeroU32::new(2).expect("nonzero"), Duration::from_secs(1))
         .with_burst(NonZeroU32::new(10).expect("nonzero"));
 
+/// The gap a node leaves between its reads, adapted to the account's quota, which every node
+/// of the account shares: no gap until a read is throttled; each throttle doubles it (from
+/// 100 ms up to 30 s), each read the service answers shortens it by a sixteenth, and each wait
+/// is jittered (half to one and a half of the gap) so that the nodes spread out. A fleet
+/// whose reads outrun the quota settles near its share each: without it, the nodes that read
+/// most (clients waiting for replies) take every token the quota refills, and a node whose
+/// polls are throttled (a hub with many senders) slows its heart until it reads nothing.
+#[derive(Debug)]
+pub(super) struct ReadBackoff {
+    gap: Duration,
+    next: Option<Instant>,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+impl ReadBackoff {
+    /// The gap after a first throttle.
+    pub(super) const FIRST: Duration = Duration::from_millis(100);
+    /// The longest.
+    pub(super) const MAX: Duration = Duration::from_secs(30);
+
+    fn new(seed: u64) -> ReadBackoff {
+        use rand::SeedableRng as _;
+        ReadBackoff {
+            gap: Duration::ZERO,
+            next: None,
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// When the next read may go, at `now` or later; the one after it waits a gap more.
+    fn take(&mut self, now: Instant) -> Instant {
+        use rand::Rng as _;
+        let at = self.next.map_or(now, |next| next.max(now));
+        self.next =
+            (!self.gap.is_zero()).then(|| at + self.gap.mul_f64(self.rng.random_range(0.5..1.5)));
+        at
+    }
+
+    fn throttled(&mut self, now: Instant) {
+        self.gap = (self.gap * 2).clamp(Self::FIRST, Self::MAX);
+        self.next = Some(now + self.gap);
+    }
+
+    fn answered(&mut self) {
+        self.gap -= self.gap / 16;
+        if self.gap < Self::FIRST / 4 {
+            self.gap = Duration::ZERO;
+        }
+    }
+}
+
 /// How a receiver reads its streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReadMode {
@@ -136,6 +187,8 @@ pub struct CwlLink<S> {
     pub(super) inbox: tokio::sync::Mutex<Inbox>,
     pub(super) ledger: Ledger,
     pub(super) reads: Mutex<TokenBucket>,
+    /// Reads held back after the account's quota throttled one.
+    pub(super) throttle: Mutex<ReadBackoff>,
     /// The largest batch (binary) one event carries.
     pub(super) batch_bytes: usize,
     group_ready: AtomicBool,
@@ -198,6 +251,7 @@ impl<S: LogStore> CwlLink<S> {
             inbox: tokio::sync::Mutex::new(Inbox::new(config.gap_grace)),
             ledger: Ledger::new(me, Call::NAMES, config.prices.clone()),
             reads: Mutex::new(TokenBucket::new(config.read_rate)),
+            throttle: Mutex::new(ReadBackoff::new(me ^ epoch.rotate_left(17))),
             batch_bytes,
             group_ready: AtomicBool::new(false),
             clock: (now_ms, Instant::now()),
@@ -292,6 +346,7 @@ impl<S: LogStore> CwlLink<S> {
         from: super::store::ReadFrom<'_>,
         limit: Option<u32>,
     ) -> Result<super::store::LogPage, StoreError> {
+        self.read_gap().await;
         let op = Call::GetLogEvents as usize;
         self.ledger.call(op, 0);
         let page = self
@@ -304,7 +359,27 @@ impl<S: LogStore> CwlLink<S> {
                 .bytes(op, page.events.iter().map(|e| e.message.len() as u64).sum()),
             Err(e) => tracing::debug!(%stream, error = %e, "read failed"),
         }
+        self.read_answered(page.as_ref().err());
         page
+    }
+
+    /// Waits out the gap the account's quota asks between this node's reads ([`ReadBackoff`]).
+    pub(super) async fn read_gap(&self) {
+        let at = self
+            .throttle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(Instant::now());
+        tokio::time::sleep_until(at).await;
+    }
+
+    /// Tells the read backoff how a read went: throttled by the account's quota, or not.
+    pub(super) fn read_answered(&self, error: Option<&StoreError>) {
+        let mut backoff = self.throttle.lock().unwrap_or_else(PoisonError::into_inner);
+        match error {
+            Some(e) if e.kind() == StoreErrorKind::Throttled => backoff.throttled(Instant::now()),
+            _ => backoff.answered(),
+        }
     }
 
     /// What a node checks at start: that it may create (or use) the log group, and read its

@@ -403,9 +403,15 @@ impl LogStore for MemoryLogs {
             Call::GetLogEvents as usize,
             events.iter().map(|e| e.message.len() as u64).sum(),
         );
+        // At the end of the stream the service hands back the token it was given: that is how
+        // a reader knows it has read everything.
+        let next_forward_token = match from {
+            ReadFrom::Token(t) if end == start => t.to_owned(),
+            _ => token(end, now),
+        };
         Ok(LogPage {
             events,
-            next_forward_token: Some(token(end, now)),
+            next_forward_token: Some(next_forward_token),
         })
     }
 

@@ -56,6 +56,13 @@
 //! fails if it took nothing, and the node's heart slows; the next poll reads on from the same
 //! token, so nothing is lost. Writes are retried with backoff and jitter.
 //!
+//! The account's quota is shared by every node, so a throttle also widens the gap a node
+//! leaves between its reads: from none to 100 ms, doubling with each throttle up to 30 s,
+//! shrinking by a sixteenth with each read the service answers, jittered so that nodes spread
+//! out. A fleet whose reads outrun the quota settles near a share each, and a hub whose many
+//! clients poll for replies still reads its senders (a read waits out the gap; it does not end
+//! the poll).
+//!
 //! # Exactly once
 //!
 //! The [`Sequencer`](crate::link::Sequencer) decides about each batch, as on S3. Events cannot
