@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{Check, dollars, ms};
+use crate::report::{Check, decade_of_ms, decades, dollars, ms};
 use crate::sim::{self, LinkKind, Outcome, Policy};
 use crate::traces::{self, Trace};
 
@@ -201,21 +201,8 @@ pub fn svg(points: &[Point]) -> String {
             names.push(p.trace());
         }
     }
-    let bounds = |f: fn(&(f64, f64, &Point)) -> f64| {
-        let lo = plotted.iter().map(f).fold(f64::INFINITY, f64::min).floor();
-        let hi = plotted
-            .iter()
-            .map(f)
-            .fold(f64::NEG_INFINITY, f64::max)
-            .ceil();
-        if lo.is_finite() && hi > lo {
-            (lo, hi)
-        } else {
-            (0.0, 1.0)
-        }
-    };
-    let (x0, x1) = bounds(|p| p.0);
-    let (y0, y1) = bounds(|p| p.1);
+    let (x0, x1) = decades(plotted.iter().map(|p| p.0));
+    let (y0, y1) = decades(plotted.iter().map(|p| p.1));
     let (pw, ph, left, top, gap) = (330.0, 260.0, 70.0, 50.0, 60.0);
     let cols = names.len().clamp(1, 2);
     let rows = names.len().div_ceil(cols).max(1);
@@ -231,13 +218,6 @@ pub fn svg(points: &[Point]) -> String {
     let color = |link: LinkKind| match link {
         LinkKind::S3 => "#2ca02c",
         LinkKind::Cwl => "#1f77b4",
-    };
-    let label_ms = |d: i32| {
-        if d < 3 {
-            format!("{} ms", 10f64.powi(d))
-        } else {
-            format!("{} s", 10f64.powi(d - 3))
-        }
     };
     for (i, name) in names.iter().enumerate() {
         let (ox, oy) = (
@@ -270,7 +250,7 @@ pub fn svg(points: &[Point]) -> String {
                 ox + pw,
                 ox - 4.0,
                 y + 4.0,
-                label_ms(d)
+                decade_of_ms(d)
             );
         }
         for link in [LinkKind::S3, LinkKind::Cwl] {

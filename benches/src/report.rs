@@ -271,6 +271,27 @@ pub fn markdown(outcomes: &[Outcome], checks: &[Check]) -> String {
     out
 }
 
+/// The whole decades a log-scale axis spans to show every one of `logs` (base-10 logarithms):
+/// (0, 1) when there are none.
+pub(crate) fn decades(logs: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    let lo = logs.clone().fold(f64::INFINITY, f64::min).floor();
+    let hi = logs.fold(f64::NEG_INFINITY, f64::max).ceil();
+    if lo.is_finite() && hi > lo {
+        (lo, hi)
+    } else {
+        (0.0, 1.0)
+    }
+}
+
+/// The label of the tick at 10^`d` milliseconds: "100 ms", "10 s".
+pub(crate) fn decade_of_ms(d: i32) -> String {
+    if d < 3 {
+        format!("{} ms", 10f64.powi(d))
+    } else {
+        format!("{} s", 10f64.powi(d - 3))
+    }
+}
+
 /// An SVG chart: request dollars per node-day (log) against p99 latency (log), a point per
 /// trace and policy. Traces without latency (idle) are left out.
 pub fn svg(outcomes: &[Outcome]) -> String {
@@ -283,21 +304,8 @@ pub fn svg(outcomes: &[Outcome]) -> String {
         })
         .collect();
     let (w, h, left, bottom, top, right) = (760.0, 460.0, 70.0, 50.0, 30.0, 170.0);
-    let bounds = |f: fn(&(f64, f64, &Outcome)) -> f64| {
-        let lo = points.iter().map(f).fold(f64::INFINITY, f64::min).floor();
-        let hi = points
-            .iter()
-            .map(f)
-            .fold(f64::NEG_INFINITY, f64::max)
-            .ceil();
-        if lo.is_finite() && hi > lo {
-            (lo, hi)
-        } else {
-            (0.0, 1.0)
-        }
-    };
-    let (x0, x1) = bounds(|p| p.0);
-    let (y0, y1) = bounds(|p| p.1);
+    let (x0, x1) = decades(points.iter().map(|p| p.0));
+    let (y0, y1) = decades(points.iter().map(|p| p.1));
     let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
     let py = |y: f64| h - bottom - (y - y0) / (y1 - y0) * (h - bottom - top);
     let color = |p: Policy| match p {
@@ -323,11 +331,7 @@ pub fn svg(outcomes: &[Outcome]) -> String {
             top,
             h - bottom,
             h - bottom + 16.0,
-            if d < 3 {
-                format!("{} ms", 10f64.powi(d))
-            } else {
-                format!("{} s", 10f64.powi(d - 3))
-            }
+            decade_of_ms(d)
         );
     }
     for d in (y0 as i32)..=(y1 as i32) {

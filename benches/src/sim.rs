@@ -422,7 +422,7 @@ pub fn run_cwl_sealed(
                 } else {
                     Duration::from_secs(86_400)
                 }),
-                ceiling: false,
+                sweep: false,
             },
         )
         .await;
@@ -498,7 +498,7 @@ async fn simulate(
 pub fn run_ceiling(trace: &Trace, link: LinkKind, policy: Policy, ceiling: Option<f64>) -> Outcome {
     let how = Drive {
         cutoff: Some(Duration::from_secs(3_600)),
-        ceiling: true,
+        sweep: true,
     };
     let mut outcome = match link {
         LinkKind::S3 => {
@@ -544,7 +544,7 @@ struct Drive {
     cutoff: Option<Duration>,
     /// A ceiling run ([`run_ceiling`]): latency from each packet's scheduled time, each node's
     /// spend sampled every minute, and a drain until everything accepted is delivered.
-    ceiling: bool,
+    sweep: bool,
 }
 
 /// The most spent over any 24 hours (1,440 minutes) of `costs`, sampled each minute.
@@ -633,7 +633,7 @@ async fn drive<L: Link>(
     let start = Instant::now();
     // What each node has spent, each minute.
     let stop_sampling = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = how.ceiling.then(|| {
+    let sampler = how.sweep.then(|| {
         let (a, b) = (Arc::clone(&link_a), Arc::clone(&link_b));
         let stop = Arc::clone(&stop_sampling);
         tokio::spawn(async move {
@@ -659,7 +659,7 @@ async fn drive<L: Link>(
         }
         // A ceiling run counts latency from when the trace sends, waiting at the door
         // included; the others from when the packet is offered.
-        let sent = if how.ceiling { at } else { Instant::now() };
+        let sent = if how.sweep { at } else { Instant::now() };
         let (id, frame) = registry
             .lock()
             .expect("registry")
@@ -678,21 +678,21 @@ async fn drive<L: Link>(
     // Wait for stragglers: up to ten minutes past the end (an hour with a cutoff, as over
     // CloudWatch Logs, where a bulk trace takes longer to read than to write; sixty days under
     // a ceiling, which may take weeks to pay for sending a full buffer).
-    let drain = match (how.ceiling, how.cutoff) {
+    let drain = match (how.sweep, how.cutoff) {
         (true, _) => 60 * 86_400,
         (false, Some(_)) => 3_600,
         (false, None) => 600,
     };
     let drain_until = Instant::now() + Duration::from_secs(drain);
     let done = |r: &Registry| {
-        if how.ceiling {
+        if how.sweep {
             r.all_accepted_delivered()
         } else {
             r.all_delivered()
         }
     };
     // A ceiling run looks each minute: it may wait weeks.
-    let look = Duration::from_secs(if how.ceiling { 60 } else { 1 });
+    let look = Duration::from_secs(if how.sweep { 60 } else { 1 });
     while !done(&registry.lock().expect("registry")) && Instant::now() < drain_until {
         sleep(look).await;
     }
