@@ -208,3 +208,69 @@ async fn over_cloudwatch_logs_bytes_ingested_stay_within_the_ceiling() {
     assert_eq!(spend.waits[Kind::Poll as usize], 0);
     b.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn over_cloudwatch_logs_a_tight_ceiling_accepts_only_what_it_sends_within_hours() {
+    let logs = MemoryLogs::new(LogsModel::CLOUDWATCH, 11);
+    let link = |me| {
+        Arc::new(CwlLink::new(logs.clone(), me, 1, CwlLinkConfig::default()).expect("settings"))
+    };
+    // The default buffer (64 MiB) holds a month of what $0.001 a day ingests (2 MB): the node
+    // must not fill it, or what it accepts arrives weeks late.
+    let config = NodeConfig {
+        max_dollars_per_day: Some(0.001),
+        seed: Some(A),
+        ..NodeConfig::default()
+    };
+    let a = Node::start(link(A), config, |_| {});
+    let arrived = Arc::new(Mutex::new(Vec::new()));
+    let b = Node::start(link(B), NodeConfig::default(), {
+        let arrived = Arc::clone(&arrived);
+        move |r: Received| {
+            let now = Instant::now();
+            arrived
+                .lock()
+                .unwrap()
+                .extend(r.frames.into_iter().map(|f| (f, now)));
+        }
+    });
+    // 10 kB a second offered for two hours, each frame's acceptance noted.
+    let start = Instant::now();
+    let mut accepted_at = Vec::new();
+    while start.elapsed() < Duration::from_secs(7_200) {
+        a.send_wait(B, frame(accepted_at.len() as u64, 1_000))
+            .await
+            .expect("open");
+        accepted_at.push(Instant::now());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        accepted_at.len() < 72_000 / 10,
+        "{} frames accepted: the ceiling held none back",
+        accepted_at.len()
+    );
+    let deadline = Instant::now() + DAY;
+    while arrived.lock().unwrap().len() < accepted_at.len() {
+        assert!(
+            Instant::now() < deadline,
+            "B never got everything A accepted"
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    let arrived = arrived.lock().unwrap();
+    let frames: Vec<Bytes> = arrived.iter().map(|(f, _)| f.clone()).collect();
+    assert_in_order(&frames, accepted_at.len() as u64);
+    let longest = arrived
+        .iter()
+        .zip(&accepted_at)
+        .map(|((_, at), accepted)| *at - *accepted)
+        .max()
+        .unwrap();
+    // The bucket pays for what the buffer holds in the six hours it takes to refill.
+    assert!(
+        longest <= Duration::from_secs(8 * 3_600),
+        "a frame waited {longest:?} after it was accepted"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

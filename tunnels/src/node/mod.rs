@@ -118,6 +118,9 @@ pub struct NodeConfig {
     /// How long a frame waits for company before its batch goes.
     pub send_delay: Duration,
     /// Frames accepted and not yet sent, in bytes: the node's memory and its backpressure.
+    /// Under a [`max_dollars_per_day`](NodeConfig::max_dollars_per_day) on a link that bills
+    /// bytes, at most what the ceiling's bucket pays to send (at least 128 KiB), so that
+    /// nothing accepted waits longer than the bucket takes to refill.
     pub buffered_bytes: usize,
     /// Sends in flight at once, to different peers: one peer's sends go one after another,
     /// in order (what waits for a busy peer goes in its next send), while sends to others go
@@ -232,10 +235,17 @@ impl Node {
             Arc::new(spend.unwrap_or_else(|e| panic!("NodeConfig::max_dollars_per_day: {e}")))
         });
         let mut limits = link.limits().with_max_items(config.frames_per_send);
+        let mut buffered_bytes = config.buffered_bytes;
         if let Some(spend) = &spend {
             // Where bytes are billed, no send may cost more than the bucket holds for sends:
             // it would overshoot the ceiling by the difference.
-            limits = limits.with_max_bundle_bytes(affordable_bytes(&*link, spend));
+            let affordable = affordable_bytes(&*link, spend);
+            limits = limits.with_max_bundle_bytes(affordable);
+            // Nor may the node accept more than that bucket pays to send: what it accepts then
+            // leaves within the hours the bucket takes to refill. A buffer of 64 MiB under a
+            // ceiling of $0.001 a day on CloudWatch Logs (2 MB ingested a day) held packets
+            // for months (the cost simulation's web trace, `costsim --max-dollars-per-day`).
+            buffered_bytes = buffered_bytes.min(affordable);
         }
         let mut bundler = bundler::Bundler::builder()
             .name("tunnel-send")
@@ -243,7 +253,7 @@ impl Node {
             .count_threshold(usize::MAX)
             .byte_threshold(usize::MAX)
             .delay_threshold(config.send_delay)
-            .buffered_byte_limit(config.buffered_bytes)
+            .buffered_byte_limit(buffered_bytes)
             .handler_limit(config.concurrent_sends)
             // A peer's batches are numbered as they are sent: one send per peer at a time
             // keeps them in the order the frames came.
