@@ -13,6 +13,39 @@ use crate::traces::{self, Trace};
 /// The traces of a sweep, by default: a day of each (see [`traces::day_of`]).
 pub const TRACES: [&str; 5] = ["idle", "ping", "ssh", "web", "bulk"];
 
+/// The bulk transfer of a sweep's day: a GiB in all, [`BULK_PER_DAY`] / 24 at the start of
+/// every hour.
+pub const BULK_PER_DAY: u64 = 1 << 30;
+
+/// The sweep's traces named in `names` (all of [`TRACES`] when it is empty), in that order:
+/// the built-in ones, except `bulk`, which is [`BULK_PER_DAY`] / 24 (about 43 MiB at
+/// 200 Mbit/s) so that its day is a GiB.
+///
+/// Why not the built-in GiB every hour: a day of it is 24 GiB, which CloudWatch Logs keeps
+/// (events cannot be deleted), and so does its in-memory model: more than this machine's
+/// memory. A GiB a day is also nearer what a node that moves files now and then carries, and
+/// its cost (under a cent a day on S3, about $0.7 on CloudWatch Logs) sits inside the range
+/// of ceilings a user would set.
+pub fn traces(names: &[String]) -> Vec<Trace> {
+    traces::builtin()
+        .into_iter()
+        .map(|t| {
+            if t.name == "bulk" {
+                traces::bulk_of(BULK_PER_DAY / 24)
+            } else {
+                t
+            }
+        })
+        .filter(|t| {
+            if names.is_empty() {
+                TRACES.contains(&t.name.as_str())
+            } else {
+                names.contains(&t.name)
+            }
+        })
+        .collect()
+}
+
 /// One point of the sweep: a trace over a link under a policy and a ceiling.
 #[derive(Debug, Clone)]
 pub struct Point {
@@ -175,7 +208,7 @@ pub fn markdown(points: &[Point], checks: &[Check]) -> String {
          (`max_dollars_per_day`, per node), over S3 Standard or CloudWatch Logs with their \
          latency, limits and prices. Latency counts from when the trace sends a packet, the \
          time it waits to be accepted included. The seed designs run one hour of the trace, \
-         their spend times 24.\n\n",
+         their spend times 24. A day of bulk is a GiB, 43 MiB at 200 Mbit/s every hour.\n\n",
     );
     out.push_str(&table(points));
     out.push_str("\n## Checks\n\n```text\n");
@@ -326,4 +359,42 @@ pub fn svg(points: &[Point]) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_of_bulk_in_a_sweep_is_a_gib() {
+        let sweep = traces(&["bulk".to_owned()]);
+        assert_eq!(sweep.len(), 1);
+        let day = traces::day_of(&sweep[0]);
+        let sent: u64 = day
+            .sends
+            .iter()
+            .filter(|s| s.from == traces::Side::A)
+            .map(|s| s.size as u64)
+            .sum();
+        // Each hour's share rounds up to whole segments.
+        assert!(
+            (BULK_PER_DAY..BULK_PER_DAY + 24 * 1_500).contains(&sent),
+            "{sent}"
+        );
+        assert_eq!(
+            day.duration,
+            std::time::Duration::from_secs(23 * 3_600) + sweep[0].duration
+        );
+    }
+
+    #[test]
+    fn a_sweep_takes_its_default_traces_or_the_ones_named() {
+        let names: Vec<String> = traces(&[]).into_iter().map(|t| t.name).collect();
+        assert_eq!(names, TRACES);
+        let named: Vec<String> = traces(&["wake".to_owned(), "ping".to_owned()])
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(named, ["ping", "wake"], "in report order");
+    }
 }

@@ -194,7 +194,13 @@ pub fn web() -> Trace {
 
 /// 1 GiB from A to B in full segments at 200 Mbit/s, B acknowledging every second segment.
 pub fn bulk() -> Trace {
-    let segments = (1u64 << 30).div_ceil(SEGMENT as u64);
+    bulk_of(1 << 30)
+}
+
+/// `bytes` from A to B as [`bulk`] sends them (full segments at 200 Mbit/s, B acknowledging
+/// every second segment), named `bulk` too.
+pub fn bulk_of(bytes: u64) -> Trace {
+    let segments = bytes.div_ceil(SEGMENT as u64);
     let gap = Duration::from_secs_f64(SEGMENT as f64 * 8.0 / 200e6);
     let sends = (0..segments)
         .map(|i| Send {

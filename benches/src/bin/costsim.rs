@@ -92,8 +92,8 @@ struct Args {
     hours: Option<f64>,
 
     /// Sweep these dollar ceilings per node per day (comma-separated), as `tunnel up
-    /// --max-dollars-per-day` sets one: a day of each trace (idle, ping, ssh, web, bulk; or
-    /// --trace) under each ceiling, with none, and under the seed's design, over both links
+    /// --max-dollars-per-day` sets one: a day of each trace (idle, ping, ssh, web, and bulk as
+    /// a GiB a day, 43 MiB every hour; or --trace) under each ceiling, with none, and under the seed's design, over both links
     /// (or --link). Checks that no node spends more than its ceiling in any 24 hours and that
     /// nothing accepted is lost; writes ceiling.md and ceiling.svg (p99 latency against dollars
     /// a day).
@@ -127,7 +127,9 @@ fn run_ceilings(args: &Args) -> ExitCode {
         || args.latency != Latency::Service
     {
         eprintln!(
-            "costsim: --max-dollars-per-day sweeps the built-in traces under ours and the              seed's design, with the service's latency: it takes no --pcap, --policy, --sealed              or --latency none"
+            "costsim: --max-dollars-per-day sweeps the built-in traces under ours and the \
+             seed's design, with the service's latency: it takes no --pcap, --policy, --sealed \
+             or --latency none"
         );
         return ExitCode::from(2);
     }
@@ -135,16 +137,7 @@ fn run_ceilings(args: &Args) -> ExitCode {
         Some(link) => vec![link],
         None => vec![LinkKind::S3, LinkKind::Cwl],
     };
-    let traces: Vec<Trace> = traces::builtin()
-        .into_iter()
-        .filter(|t| {
-            if args.traces.is_empty() {
-                benches::ceiling::TRACES.contains(&t.name.as_str())
-            } else {
-                args.traces.contains(&t.name)
-            }
-        })
-        .collect();
+    let traces = benches::ceiling::traces(&args.traces);
     let mut points = Vec::new();
     for &link in &links {
         for trace in &traces {
