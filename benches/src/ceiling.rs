@@ -240,7 +240,7 @@ pub fn svg(points: &[Point]) -> String {
     let cols = names.len().clamp(1, 2);
     let rows = names.len().div_ceil(cols).max(1);
     let (w, h) = (
-        left + cols as f64 * (pw + gap) + 140.0,
+        left + cols as f64 * (pw + gap) + 190.0,
         top + rows as f64 * (ph + gap) + 10.0,
     );
     let mut s = format!(

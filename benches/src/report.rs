@@ -283,13 +283,24 @@ pub(crate) fn decades(logs: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
     }
 }
 
-/// The label of the tick at 10^`d` milliseconds: "100 ms", "10 s".
+/// The label of the tick at 10^`d` milliseconds, in the unit a reader thinks in: "100 ms",
+/// "10 s", "17 min", "2.8 h", "12 d" (a tick's value has two significant digits at most).
 pub(crate) fn decade_of_ms(d: i32) -> String {
-    if d < 3 {
-        format!("{} ms", 10f64.powi(d))
+    let ms = 10f64.powi(d);
+    let (value, unit) = match ms {
+        ms if ms < 1e3 => (ms, "ms"),
+        ms if ms < 1e5 => (ms / 1e3, "s"),
+        ms if ms < 6e6 => (ms / 6e4, "min"),
+        ms if ms < 864e5 => (ms / 36e5, "h"),
+        ms => (ms / 864e5, "d"),
+    };
+    let rounded = if value >= 10.0 {
+        format!("{value:.0}")
     } else {
-        format!("{} s", 10f64.powi(d - 3))
-    }
+        let s = format!("{value:.1}");
+        s.strip_suffix(".0").map_or(s.clone(), str::to_owned)
+    };
+    format!("{rounded} {unit}")
 }
 
 /// An SVG chart: request dollars per node-day (log) against p99 latency (log), a point per
@@ -380,4 +391,21 @@ pub fn svg(outcomes: &[Outcome]) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decades_are_labelled_in_the_unit_a_reader_thinks_in() {
+        let labels: Vec<String> = (-1..=10).map(decade_of_ms).collect();
+        assert_eq!(
+            labels,
+            [
+                "0.1 ms", "1 ms", "10 ms", "100 ms", "1 s", "10 s", "1.7 min", "17 min", "2.8 h",
+                "1.2 d", "12 d", "116 d"
+            ]
+        );
+    }
 }

@@ -163,7 +163,13 @@ pub(crate) struct UpArgs {
     /// the node's buffer is full and packets from the device are dropped (buffer_full); nothing
     /// accepted is lost. The metrics tunnel_budget_* say how much is spent and what waits.
     /// For scale: an idle node costs about $0.0007 a day on S3, one polling every 200 ms all
-    /// day about $0.17, and a PUT costs $0.000005. [default: none]
+    /// day about $0.17, and a PUT costs $0.000005. What a ceiling buys, from the cost
+    /// simulation (`costsim --max-dollars-per-day`, a day of one ping a second, p99 one way):
+    /// on s3://, no ceiling spends $0.63 for 0.5 s; $0.30 gives 10 s, $0.10 32 s, $0.03
+    /// 2.4 min, $0.01 7 min and $0.001 72 min, for ssh and web as well. On cwl://, which bills bytes ingested, a ceiling
+    /// below what the traffic's bytes cost ($0.50 a GB; that ping $0.013 a day) cannot carry
+    /// it and holds packets back: set it above, as a guard against a runaway bill.
+    /// [default: none]
     #[arg(long, value_name = "DOLLARS", value_parser = parse_dollars)]
     max_dollars_per_day: Option<f64>,
 
