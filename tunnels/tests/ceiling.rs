@@ -257,7 +257,7 @@ async fn over_cloudwatch_logs_a_tight_ceiling_accepts_only_what_it_sends_within_
         );
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
-    let arrived = arrived.lock().unwrap();
+    let arrived = arrived.lock().unwrap().clone();
     let frames: Vec<Bytes> = arrived.iter().map(|(f, _)| f.clone()).collect();
     assert_in_order(&frames, accepted_at.len() as u64);
     let longest = arrived
