@@ -65,14 +65,25 @@ fn over_cloudwatch_logs_a_ceiling_on_the_bytes_holds_and_loses_nothing_it_accept
     assert!(held.worst_day <= ceiling, "{} spent", held.worst_day);
     assert!(held.worst_day > 0.8 * ceiling, "{} spent", held.worst_day);
     assert_eq!(held.lost_accepted(), 0);
-    assert_eq!(
-        held.accepted, held.sent,
-        "a small buffer holds a day of them"
-    );
-    assert_eq!(held.delivered, held.sent);
+    assert_eq!(held.delivered, held.accepted);
+    // The node buffers no more than its bucket pays to send (a few of these packets), so it
+    // holds the rest back at the door rather than accept a day of them and send them over
+    // the following days.
     assert!(
-        held.elapsed > Duration::from_secs(2 * 86_400),
-        "the rest is sent as the ceiling allows, after the day: {:?}",
+        held.accepted < held.sent,
+        "{} of {} accepted",
+        held.accepted,
+        held.sent
+    );
+    assert!(
+        held.accepted > held.sent / 3,
+        "{} of {} accepted: it carries what the ceiling pays for",
+        held.accepted,
+        held.sent
+    );
+    assert!(
+        held.elapsed < trace.duration + Duration::from_secs(12 * 3_600),
+        "what it accepted arrives within hours of the day's end: {:?}",
         held.elapsed
     );
 }
