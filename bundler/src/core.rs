@@ -6,34 +6,50 @@
 //! - Every bundle has an id, increasing in the order bundles are opened; `unfinished` holds the
 //!   ids of bundles sealed and not yet handled. A bundle's items were all added after any item
 //!   of a bundle with a smaller id was, for the same key, which is what `flush` relies on.
-//! - `opened` lists open bundles in opening order (so in deadline order, since the delay is the
-//!   same for all). Entries whose bundle was sealed since are stale and skipped lazily.
+//! - `opened` lists open bundles in deadline order. That is opening order, except that items
+//!   moved from a lane (see `lane.rs`) date their bundle from when they were added, which may
+//!   be earlier: such an entry is put in its place, and if the bundle was open already, it
+//!   gets a second, earlier entry (see `schedule`). Entries whose bundle was sealed since are
+//!   stale and skipped lazily.
 //! - `due` lists open bundles that passed a threshold while the budget had no call left; they
 //!   go, oldest first, with the next calls the budget allows.
+//!
+//! Locks are taken in one order: a lane's, then the state's; the list of lanes is taken with
+//! nothing else and released before any lane is locked, except by `buffered_bytes`, which
+//! takes it under the state's lock and nothing after it.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
 use crate::builder::{Builder, Config};
 use crate::error::{AddError, AddErrorKind};
+use crate::lane::{GRANT, Lane, LaneState, Lanes, STAGE, STAGE_MAX};
 use crate::metrics::{Metrics, Reason};
 
 type KeyMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type KeySet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-/// The outcome of asking for room for an item of `cost` bytes.
-enum Room {
-    /// The room was taken.
-    Taken(usize),
-    /// Not enough room now.
-    Short(usize),
+/// What became of an item a producer tried to add without waiting.
+enum Added<K, T> {
+    /// It is in its bundle, or staged in the producer's lane.
+    Yes,
+    /// No room for it now; nothing was taken.
+    Short(K, T),
+    /// The bundler is closed.
+    Closed(T),
 }
+
+/// `Inner::watch` while the dispatcher is looking at the lanes and the state.
+pub(crate) const LOOKING: u64 = 0;
+/// `Inner::watch` while the dispatcher waits with no timer.
+const NO_TIMER: u64 = u64::MAX;
 
 /// Batches items into bundles by count, bytes and delay, and hands each bundle to a handler.
 ///
@@ -52,7 +68,12 @@ enum Room {
 /// handled one at a time, in order. A handler that panics loses its own bundle, nothing else:
 /// the bundler counts the panic and goes on.
 ///
-/// `Bundler` is a cheap handle: clone it for each producer.
+/// `Bundler` is a cheap handle: clone it for each producer. Items added through one handle
+/// reach the handler in the order they were added (with `handler_limit = 1`), whichever thread
+/// adds them; items added through different handles may interleave either way. Each handle has
+/// a staging buffer of its own, which it fills while another thread holds the bundler's lock,
+/// so that producers on different threads do not take turns at that lock item by item: a
+/// handle per producer is also the fast way.
 ///
 /// # Dropping without `close`
 ///
@@ -88,6 +109,10 @@ pub struct Bundler<T> {
 /// `buffered_byte_limit` is shared by all keys, and at most `key_limit` keys have an open
 /// bundle at once (a new key beyond it sends the oldest open bundle first).
 ///
+/// Like [`Bundler`], a cheap handle to clone for each producer: the items one handle adds to
+/// a key reach the handler in that order when calls of the key go one at a time
+/// (`handler_limit = 1` or [`one_call_per_key`](Builder::one_call_per_key)).
+///
 /// # Examples
 ///
 /// ```
@@ -105,16 +130,33 @@ pub struct Bundler<T> {
 /// ```
 pub struct KeyedBundler<K, T> {
     guard: Arc<CloseOnDrop<K, T>>,
+    /// This handle's staging buffer.
+    lane: Arc<Lane<K, T>>,
 }
 
 /// Closes the bundler when the last handle goes.
 struct CloseOnDrop<K, T> {
     inner: Arc<Inner<K, T>>,
+    /// `Inner::begin_close` and `Inner::retire`, taken where `K`'s bounds are known, so that
+    /// the handle types need none.
+    close: fn(&Inner<K, T>),
+    retire: Retire<K, T>,
 }
+
+/// `Inner::retire`, for a handle's lane.
+type Retire<K, T> = fn(&Inner<K, T>, &Arc<Lane<K, T>>);
 
 impl<K, T> Drop for CloseOnDrop<K, T> {
     fn drop(&mut self) {
-        self.inner.begin_close();
+        (self.close)(&self.inner);
+    }
+}
+
+impl<K, T> Drop for KeyedBundler<K, T> {
+    fn drop(&mut self) {
+        // Before `guard` goes: the lane's items join their bundles, then the last handle's
+        // drop closes the bundler.
+        (self.guard.retire)(&self.guard.inner, &self.lane);
     }
 }
 
@@ -130,6 +172,17 @@ pub(crate) struct Inner<K, T> {
     /// Wakes `flush` and `close`: a handler call finished.
     pub(crate) progress: Notify,
     pub(crate) metrics: Metrics,
+    /// Every handle's lane.
+    lanes: Mutex<Lanes<K, T>>,
+    /// `add_wait` calls waiting for room: while there are any, lanes give their credit back
+    /// and take room item by item, behind them.
+    room_waiters: AtomicUsize,
+    /// When the dispatcher will look next, in `ticks`: [`LOOKING`] while it looks,
+    /// [`NO_TIMER`] when it waits for a notification only. A lane whose first staged item is
+    /// due earlier wakes it.
+    pub(crate) watch: AtomicU64,
+    /// The origin of `ticks`.
+    epoch: Instant,
 }
 
 pub(crate) struct State<K, T> {
@@ -223,6 +276,30 @@ impl<K: Hash + Eq + Clone, T> State<K, T> {
         false
     }
 
+    /// Lists an open bundle in `opened`, which stays sorted by deadline. Returns whether the
+    /// dispatcher needs waking: a bundle opened now has the latest deadline, and only the
+    /// first needs the dispatcher's timer; one dated from a lane's first item may go before
+    /// others.
+    fn schedule(&mut self, deadline: Instant, id: u64, key: &K) -> bool {
+        let len = self.opened.len();
+        let at = if self
+            .opened
+            .back()
+            .is_none_or(|last| last.deadline <= deadline)
+        {
+            len
+        } else {
+            self.opened.partition_point(|o| o.deadline <= deadline)
+        };
+        let entry = Opened {
+            deadline,
+            id,
+            key: key.clone(),
+        };
+        self.opened.insert(at, entry);
+        len == 0 || at < len
+    }
+
     /// Marks an open bundle as waiting for a call from the budget.
     pub(crate) fn mark_due(&mut self, id: u64, key: &K) {
         if let Some(open) = self.open.get_mut(key)
@@ -241,21 +318,44 @@ impl<K, T> Inner<K, T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn buffered_bytes(&self) -> usize {
-        self.config.buffered_byte_limit - self.room.available_permits()
+    fn lanes(&self) -> MutexGuard<'_, Lanes<K, T>> {
+        self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn begin_close(&self) {
-        {
-            let mut state = self.lock();
-            if state.closed {
-                return;
-            }
-            state.closed = true;
-            self.room.close();
-            state.seal_all(Reason::Close);
+    /// Bytes accepted and not yet handled: room taken, less the credit lanes hold unused.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        let credit: usize = (self.lanes().lanes.iter())
+            .map(|lane| lane.credit.load(Ordering::Relaxed))
+            .sum();
+        (self.config.buffered_byte_limit - self.room.available_permits()).saturating_sub(credit)
+    }
+
+    /// A lane for a new handle.
+    fn new_lane(&self) -> Arc<Lane<K, T>> {
+        let mut lanes = self.lanes();
+        let lane = Arc::new(Lane::new(lanes.closed));
+        lanes.lanes.push(Arc::clone(&lane));
+        lane
+    }
+
+    /// `at` as a value of `watch`: nanoseconds since `epoch`, plus one (0 is [`LOOKING`]).
+    pub(crate) fn ticks(&self, at: Option<Instant>) -> u64 {
+        at.map_or(NO_TIMER, |at| {
+            let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+            nanos.min(u128::from(NO_TIMER - 2)) as u64 + 1
+        })
+    }
+
+    /// Called with a lane's lock held, after its first item was staged: wakes the dispatcher
+    /// unless it will look anyway before the item is due. The dispatcher stores [`LOOKING`]
+    /// before it locks any lane, so either it finds the item, or this load sees [`LOOKING`] or
+    /// the time it chose without the item.
+    fn watch_lane(&self, since: Instant) {
+        let due = self.ticks(since.checked_add(self.config.delay_threshold));
+        let watch = self.watch.load(Ordering::SeqCst);
+        if watch == LOOKING || watch > due {
+            self.dispatcher.notify_one();
         }
-        self.dispatcher.notify_one();
     }
 
     /// Waits until `done` holds, re-checking after each finished handler call.
@@ -315,10 +415,20 @@ where
             state: Mutex::new(State::new()),
             dispatcher: Notify::new(),
             progress: Notify::new(),
+            lanes: Mutex::new(Lanes::new()),
+            room_waiters: AtomicUsize::new(0),
+            watch: AtomicU64::new(LOOKING),
+            epoch: Instant::now(),
         });
         tokio::spawn(crate::dispatch::run(Arc::clone(&inner), handler));
+        let lane = inner.new_lane();
         KeyedBundler {
-            guard: Arc::new(CloseOnDrop { inner }),
+            guard: Arc::new(CloseOnDrop {
+                inner,
+                close: Inner::begin_close,
+                retire: Inner::retire,
+            }),
+            lane,
         }
     }
 
@@ -336,14 +446,22 @@ where
     /// ([`AddErrorKind::Overflow`]), or after close ([`AddErrorKind::Closed`]).
     pub fn add(&self, key: K, item: T, size: usize) -> Result<(), AddError<T>> {
         let inner = self.inner();
-        match inner.take_room(size) {
-            Ok(Room::Taken(cost)) => inner.insert(key, item, cost),
-            Ok(Room::Short(cost)) => {
-                let limit = inner.config.buffered_byte_limit;
-                let kind = AddErrorKind::Overflow { size: cost, limit };
-                Err(AddError::new(kind, item))
-            }
-            Err(kind) => Err(AddError::new(kind, item)),
+        let cost = match inner.cost(size) {
+            Ok(cost) => cost,
+            Err(kind) => return Err(AddError::new(kind, item)),
+        };
+        match inner.try_add(&self.lane, key, item, cost) {
+            Added::Yes => Ok(()),
+            Added::Closed(item) => Err(AddError::new(AddErrorKind::Closed, item)),
+            Added::Short(key, item) => match inner.shortage(cost) {
+                Ok(true) => inner.insert(key, item, cost),
+                Ok(false) => {
+                    let limit = inner.config.buffered_byte_limit;
+                    let kind = AddErrorKind::Overflow { size: cost, limit };
+                    Err(AddError::new(kind, item))
+                }
+                Err(kind) => Err(AddError::new(kind, item)),
+            },
         }
     }
 
@@ -361,9 +479,21 @@ where
     /// reserved, and the item (which was not accepted) is dropped with it.
     pub async fn add_wait(&self, key: K, item: T, size: usize) -> Result<(), AddError<T>> {
         let inner = self.inner();
-        let cost = match inner.take_room(size) {
-            Ok(Room::Taken(cost)) => cost,
-            Ok(Room::Short(cost)) => {
+        let cost = match inner.cost(size) {
+            Ok(cost) => cost,
+            Err(kind) => return Err(AddError::new(kind, item)),
+        };
+        let (key, item) = match inner.try_add(&self.lane, key, item, cost) {
+            Added::Yes => return Ok(()),
+            Added::Closed(item) => return Err(AddError::new(AddErrorKind::Closed, item)),
+            Added::Short(key, item) => (key, item),
+        };
+        // Counted before the lanes give their credit back, so that none takes more of it
+        // once this call waits: room goes first come, first served.
+        let _waiting = Waiting::new(&inner.room_waiters);
+        match inner.shortage(cost) {
+            Ok(true) => {}
+            Ok(false) => {
                 // Boxed: the semaphore's waiter is large, and would otherwise be moved with
                 // every `add_wait` future, the many that never wait included.
                 let wait = Box::pin(inner.room.acquire_many(cost as u32));
@@ -371,10 +501,9 @@ where
                     Ok(permit) => permit.forget(),
                     Err(_closed) => return Err(AddError::new(AddErrorKind::Closed, item)),
                 }
-                cost
             }
             Err(kind) => return Err(AddError::new(kind, item)),
-        };
+        }
         inner.insert(key, item, cost)
     }
 
@@ -386,6 +515,8 @@ where
     /// awaited to the end.
     pub async fn flush(&self) {
         let inner = self.inner();
+        // What producers staged before this call joins its bundles first.
+        inner.drain_lanes(None);
         let target = {
             let mut state = inner.lock();
             state.seal_all(Reason::Manual);
@@ -417,6 +548,13 @@ where
         self.inner().buffered_bytes()
     }
 
+    /// Holds the state's lock, as another thread adding would: this handle's items are
+    /// staged in its lane meanwhile.
+    #[cfg(test)]
+    pub(crate) fn hold_lock(&self) -> MutexGuard<'_, State<K, T>> {
+        self.inner().lock()
+    }
+
     /// Keys that have an open bundle.
     pub fn open_keys(&self) -> usize {
         self.inner().lock().open.len()
@@ -432,27 +570,301 @@ impl<K, T> Inner<K, T>
 where
     K: Hash + Eq + Clone,
 {
-    /// Takes room for an item of `size` now if there is some, without queueing. Fair, because
-    /// Tokio's semaphore hands freed permits to queued waiters first, so none are free while
-    /// anyone waits. Fails when the item can never fit, or after close.
-    fn take_room(&self, size: usize) -> Result<Room, AddErrorKind> {
+    /// What an item of `size` counts against the limits, or why it can never fit.
+    fn cost(&self, size: usize) -> Result<usize, AddErrorKind> {
         let cost = size.saturating_add(self.config.item_overhead);
         // Also the bound of a semaphore's `acquire_many`, so `cost as u32` below is exact.
         let limit = self.config.item_limit.min(u32::MAX as usize);
         if cost > limit {
             return Err(AddErrorKind::Oversized { size: cost, limit });
         }
+        Ok(cost)
+    }
+
+    /// Adds an item of `cost` bytes without waiting, through `lane`.
+    ///
+    /// While the lane is empty, the item takes its room (from the lane's credit, else from the
+    /// semaphore, which is fair: none is free while anyone waits) and goes straight into its
+    /// bundle, unless another thread holds the state's lock: then it is staged. Once the lane
+    /// stages, every item is staged behind, until the lane's items move.
+    fn try_add(&self, lane: &Lane<K, T>, key: K, item: T, cost: usize) -> Added<K, T> {
+        if !lane.busy.load(Ordering::Relaxed) {
+            // The lane holds neither items nor credit (or another producer sharing the
+            // handle staged some just now, which this item may go ahead of): the path of a
+            // bundler without lanes, whose room comes from the semaphore.
+            match self.room.try_acquire_many(cost as u32) {
+                Ok(permit) => permit.forget(),
+                Err(TryAcquireError::Closed) => return Added::Closed(item),
+                Err(TryAcquireError::NoPermits) => return Added::Short(key, item),
+            }
+            let guard = match self.state.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    let mut staging = lane.lock();
+                    if staging.closed {
+                        drop(staging);
+                        self.lock()
+                    } else {
+                        self.stage(lane, &mut staging, key, item, cost);
+                        return Added::Yes;
+                    }
+                }
+            };
+            return match self.insert_guarded(guard, key, item, cost) {
+                Ok(()) => Added::Yes,
+                Err(err) => Added::Closed(err.into_item()),
+            };
+        }
+        let mut staging = lane.lock();
+        if staging.staged.is_empty() {
+            if !self.take_credit(lane, &mut staging, cost, false) {
+                match self.room.try_acquire_many(cost as u32) {
+                    Ok(permit) => permit.forget(),
+                    Err(TryAcquireError::Closed) => return Added::Closed(item),
+                    Err(TryAcquireError::NoPermits) => return Added::Short(key, item),
+                }
+            }
+            let guard = match self.state.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) if !staging.closed => {
+                    self.stage(lane, &mut staging, key, item, cost);
+                    return Added::Yes;
+                }
+                Err(TryLockError::WouldBlock) => self.lock(),
+            };
+            return match self.insert_guarded(guard, key, item, cost) {
+                Ok(()) => Added::Yes,
+                Err(err) => Added::Closed(err.into_item()),
+            };
+        }
+        // A closed lane is empty: closing moved its items, and nothing is staged after.
+        if !self.take_credit(lane, &mut staging, cost, true) {
+            // The item will wait or be refused: what is staged goes ahead of it, now.
+            self.move_staged(lane, &mut staging);
+            return Added::Short(key, item);
+        }
+        self.stage(lane, &mut staging, key, item, cost);
+        let staged = staging.staged.len();
+        if staged >= STAGE && staged.is_multiple_of(STAGE / 4) {
+            // Moving takes the lock for a while: waiting for another thread's move would put
+            // this one to sleep. So stage on while the lock is taken, up to a bound.
+            match self.state.try_lock() {
+                Ok(mut state) => {
+                    let wake = self.move_staged_locked(lane, &mut staging, &mut state);
+                    drop(state);
+                    if wake {
+                        self.dispatcher.notify_one();
+                    }
+                }
+                Err(TryLockError::WouldBlock) if staged < STAGE_MAX => {}
+                Err(_) => self.move_staged(lane, &mut staging),
+            }
+        }
+        Added::Yes
+    }
+
+    /// Takes `cost` bytes of room for an item of `lane`: from its credit, or with `grant`
+    /// from the semaphore, topping the credit up by [`GRANT`] items' worth while room is
+    /// plentiful (a quarter of `buffered_byte_limit` left), so that lanes do not sit on the
+    /// last of it. False when there is not enough room.
+    ///
+    /// While an `add_wait` call waits for room, the lane gives its credit back and takes room
+    /// for this item only, from the semaphore, which is fair (none is free while anyone
+    /// waits): the waiter comes first.
+    fn take_credit(
+        &self,
+        lane: &Lane<K, T>,
+        staging: &mut LaneState<K, T>,
+        cost: usize,
+        grant: bool,
+    ) -> bool {
+        let mut credit = staging.credit;
+        let waiters = self.room_waiters.load(Ordering::SeqCst) > 0;
+        if waiters && credit > 0 {
+            self.return_credit(lane, staging);
+            credit = 0;
+        }
+        if credit < cost {
+            if !grant {
+                return false;
+            }
+            let need = cost - credit;
+            let plenty =
+                !waiters && self.room.available_permits() >= self.config.buffered_byte_limit / 4;
+            let more = if plenty {
+                cost.saturating_mul(GRANT)
+                    .min(self.config.buffered_byte_limit / 16)
+                    .clamp(need, u32::MAX as usize)
+            } else {
+                need
+            };
+            // `need <= cost`, which `cost` bounds by `u32::MAX`.
+            if let Ok(permit) = self.room.try_acquire_many(more as u32) {
+                permit.forget();
+                credit += more;
+            } else if let Ok(permit) = self.room.try_acquire_many(need as u32) {
+                permit.forget();
+                credit += need;
+            } else {
+                return false;
+            }
+        }
+        lane.set_credit(staging, credit - cost);
+        true
+    }
+
+    /// Gives a lane's unused credit back to the semaphore.
+    fn return_credit(&self, lane: &Lane<K, T>, staging: &mut LaneState<K, T>) {
+        if staging.credit > 0 {
+            self.room.add_permits(staging.credit);
+            lane.set_credit(staging, 0);
+        }
+    }
+
+    /// Puts an item, whose room was taken, at the back of a lane.
+    fn stage(
+        &self,
+        lane: &Lane<K, T>,
+        staging: &mut LaneState<K, T>,
+        key: K,
+        item: T,
+        cost: usize,
+    ) {
+        let first = staging.staged.is_empty();
+        if first {
+            staging.since = Instant::now();
+            staging.staged.reserve(STAGE);
+        }
+        staging.staged.push((key, item, cost));
+        if first {
+            lane.update(staging);
+            self.watch_lane(staging.since);
+        }
+    }
+
+    /// Moves a lane's items into their bundles, in order, under the state's lock. Items
+    /// opening a bundle date it from when the lane's first item was added, so that none waits
+    /// longer than `delay_threshold` in all.
+    pub(crate) fn move_staged(&self, lane: &Lane<K, T>, staging: &mut LaneState<K, T>) {
+        if staging.staged.is_empty() {
+            return;
+        }
+        let wake = self.move_staged_locked(lane, staging, &mut self.lock());
+        if wake {
+            self.dispatcher.notify_one();
+        }
+    }
+
+    /// [`move_staged`](Inner::move_staged) with the state's lock taken. Returns whether the
+    /// dispatcher needs waking.
+    fn move_staged_locked(
+        &self,
+        lane: &Lane<K, T>,
+        staging: &mut LaneState<K, T>,
+        state: &mut State<K, T>,
+    ) -> bool {
+        let since = staging.since;
+        let mut wake = false;
+        for (key, item, cost) in staging.staged.drain(..) {
+            wake |= self.insert_locked(state, key, item, cost, Some(since));
+        }
+        lane.update(staging);
+        wake
+    }
+
+    /// Moves the items of every lane into their bundles: all of them, or with `due`, the
+    /// lanes whose first item's delay has passed by then. Returns when the first lane still
+    /// holding items is due.
+    pub(crate) fn drain_lanes(&self, due: Option<Instant>) -> Option<Instant> {
+        // Only lanes holding something. The dispatcher stored `watch` before this load, and a
+        // producer sets `busy` before it loads `watch`, all `SeqCst`: either this sees the
+        // lane busy, or the producer sees the dispatcher looking and wakes it.
+        let lanes: Vec<_> = (self.lanes().lanes.iter())
+            .filter(|lane| lane.busy.load(Ordering::SeqCst))
+            .cloned()
+            .collect();
+        let delay = self.config.delay_threshold;
+        let mut next: Option<Instant> = None;
+        for lane in &lanes {
+            let mut staging = lane.lock();
+            if staging.staged.is_empty() {
+                continue;
+            }
+            let at = staging.since.checked_add(delay);
+            match (due, at) {
+                (Some(now), Some(at)) if at > now => next = Some(next.map_or(at, |n| n.min(at))),
+                (Some(_), None) => {}
+                _ => self.move_staged(lane, &mut staging),
+            }
+        }
+        next
+    }
+
+    /// A producer found no room for `cost` bytes. Lanes give back their credit and move their
+    /// items (so that a waiting bundle can be sent), then the room is asked for once more;
+    /// failing that, pressure is relieved. Returns whether the room was taken, or the error
+    /// when the bundler is closed.
+    fn shortage(&self, cost: usize) -> Result<bool, AddErrorKind> {
+        let lanes = self.lanes().lanes.clone();
+        // A lane that holds neither items nor credit has nothing to give.
+        for lane in lanes
+            .iter()
+            .filter(|lane| lane.busy.load(Ordering::Relaxed))
+        {
+            let mut staging = lane.lock();
+            self.move_staged(lane, &mut staging);
+            self.return_credit(lane, &mut staging);
+        }
         match self.room.try_acquire_many(cost as u32) {
             Ok(permit) => {
                 permit.forget();
-                Ok(Room::Taken(cost))
+                Ok(true)
             }
             Err(TryAcquireError::Closed) => Err(AddErrorKind::Closed),
             Err(TryAcquireError::NoPermits) => {
                 self.relieve_pressure();
-                Ok(Room::Short(cost))
+                Ok(false)
             }
         }
+    }
+
+    /// Closes the lanes (moving their items into their bundles), then the bundler: the
+    /// dispatcher never sees it closed with items in a lane.
+    fn begin_close(&self) {
+        let lanes = {
+            let mut lanes = self.lanes();
+            lanes.closed = true;
+            lanes.lanes.clone()
+        };
+        for lane in &lanes {
+            let mut staging = lane.lock();
+            staging.closed = true;
+            self.move_staged(lane, &mut staging);
+            self.return_credit(lane, &mut staging);
+        }
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return;
+            }
+            state.closed = true;
+            self.room.close();
+            state.seal_all(Reason::Close);
+        }
+        self.dispatcher.notify_one();
+    }
+
+    /// A handle is dropped: its lane's items join their bundles, its credit goes back.
+    fn retire(&self, lane: &Arc<Lane<K, T>>) {
+        {
+            let mut staging = lane.lock();
+            staging.closed = true;
+            self.move_staged(lane, &mut staging);
+            self.return_credit(lane, &mut staging);
+        }
+        self.lanes().remove(lane);
     }
 
     /// A producer found no room. If nothing is on its way to the handler, all buffered bytes
@@ -469,15 +881,47 @@ where
 
     /// Puts an item, whose `cost` bytes of room were taken, into its key's open bundle.
     fn insert(&self, key: K, item: T, cost: usize) -> Result<(), AddError<T>> {
-        let config = &self.config;
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        if state.closed {
+        self.insert_guarded(self.lock(), key, item, cost)
+    }
+
+    /// [`insert`](Inner::insert) with the state's lock taken.
+    #[inline(always)]
+    fn insert_guarded(
+        &self,
+        mut guard: MutexGuard<'_, State<K, T>>,
+        key: K,
+        item: T,
+        cost: usize,
+    ) -> Result<(), AddError<T>> {
+        if guard.closed {
             drop(guard);
             self.room.add_permits(cost);
             return Err(AddError::new(AddErrorKind::Closed, item));
         }
+        let wake = self.insert_locked(&mut guard, key, item, cost, None);
+        drop(guard);
+        if wake {
+            self.dispatcher.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Puts an item into its key's open bundle, opening one (dated `opened_at`, or now) if
+    /// needed, and seals it when it reaches a threshold or a limit. Returns whether the
+    /// dispatcher needs waking.
+    #[inline(always)]
+    fn insert_locked(
+        &self,
+        state: &mut State<K, T>,
+        key: K,
+        item: T,
+        cost: usize,
+        opened_at: Option<Instant>,
+    ) -> bool {
+        let config = &self.config;
         let mut wake = false;
+        // Set when items from a lane join a bundle opened after the first of them was added.
+        let mut earlier = None;
         // The common case in one hash lookup: the key's bundle is open and the item fits.
         let (id, items, bytes) = match state.open.get_mut(&key) {
             Some(open)
@@ -486,16 +930,27 @@ where
             {
                 open.items.push(item);
                 open.bytes += cost;
+                if let Some(at) = opened_at
+                    && at < open.opened_at
+                {
+                    open.opened_at = at;
+                    earlier = Some(at);
+                }
                 (open.id, open.items.len(), open.bytes)
             }
             _ => {
-                wake = self.open_bundle(state, &key);
+                wake = self.open_bundle(state, &key, opened_at);
                 let open = state.open.get_mut(&key).expect("just opened");
                 open.items.push(item);
                 open.bytes += cost;
                 (open.id, open.items.len(), open.bytes)
             }
         };
+        if let Some(at) = earlier {
+            // The bundle's entry in `opened` is due later; this one goes first, and the
+            // other is skipped once the bundle is sealed.
+            wake |= state.schedule(at + config.delay_threshold, id, &key);
+        }
         let reason = if items >= config.count_limit || bytes >= config.byte_limit {
             Some(Reason::Limit)
         } else if items >= config.count_threshold {
@@ -514,17 +969,13 @@ where
             Some(_) => state.mark_due(id, &key),
             None => {}
         }
-        drop(guard);
-        if wake {
-            self.dispatcher.notify_one();
-        }
-        Ok(())
+        wake
     }
 
     /// Opens a new bundle for `key`, sending the one it has (which the next item would take
     /// past a limit) and, at `key_limit`, the oldest open one. Returns whether the dispatcher
     /// needs waking.
-    fn open_bundle(&self, state: &mut State<K, T>, key: &K) -> bool {
+    fn open_bundle(&self, state: &mut State<K, T>, key: &K, opened_at: Option<Instant>) -> bool {
         let config = &self.config;
         let mut wake = false;
         if state.open.contains_key(key) {
@@ -537,18 +988,13 @@ where
         let id = state.next_id;
         state.next_id += 1;
         let now = Instant::now();
-        // Later bundles have later deadlines: only the first needs the dispatcher's timer.
-        wake |= state.opened.is_empty();
-        state.opened.push_back(Opened {
-            deadline: now + config.delay_threshold,
-            id,
-            key: key.clone(),
-        });
+        let opened_at = opened_at.map_or(now, |at| at.min(now));
+        wake |= state.schedule(opened_at + config.delay_threshold, id, key);
         let open = Open {
             id,
             items: Vec::with_capacity(config.count_threshold.min(4096)),
             bytes: 0,
-            opened_at: now,
+            opened_at,
             due: false,
         };
         state.open.insert(key.clone(), open);
@@ -557,10 +1003,28 @@ where
 }
 
 impl<K, T> Clone for KeyedBundler<K, T> {
+    /// Another handle, with its own staging buffer: give each producer one.
     fn clone(&self) -> Self {
         KeyedBundler {
             guard: Arc::clone(&self.guard),
+            lane: self.guard.inner.new_lane(),
         }
+    }
+}
+
+/// Counts an `add_wait` call waiting for room, until dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(waiters: &'a AtomicUsize) -> Self {
+        waiters.fetch_add(1, Ordering::SeqCst);
+        Waiting(waiters)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -639,6 +1103,13 @@ impl<T: Send + 'static> Bundler<T> {
     /// Whether the bundler was closed.
     pub fn is_closed(&self) -> bool {
         self.keyed.is_closed()
+    }
+}
+
+#[cfg(test)]
+impl<T: Send + 'static> Bundler<T> {
+    pub(crate) fn keyed(&self) -> &KeyedBundler<(), T> {
+        &self.keyed
     }
 }
 

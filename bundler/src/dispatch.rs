@@ -2,19 +2,21 @@
 //! from the budget, and starts handler calls within `handler_limit`.
 //!
 //! It holds the state's lock only to decide; the handler is called (and its future spawned)
-//! after the lock is released, so a handler may call back into the bundler.
+//! after the lock is released, so a handler may call back into the bundler. Before it decides,
+//! it moves the items that waited in a producer's lane until their delay (see `lane.rs`).
 
 use std::future::{Future, poll_fn};
 use std::hash::Hash;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use cardio::TokenBucket;
 use tokio::time::{Instant, sleep_until};
 
-use crate::core::{Inner, Sealed, State};
+use crate::core::{Inner, LOOKING, Sealed, State};
 use crate::metrics::Reason;
 
 /// What the dispatcher does after a step.
@@ -40,7 +42,20 @@ where
         // kept for the wait below.
         let mut notified = pin!(inner.dispatcher.notified());
         notified.as_mut().enable();
-        let next = step(&inner, &mut inner.lock(), bucket.as_mut(), &mut to_send);
+        // Before looking at any lane: a lane that stages its first item from now on either is
+        // seen below or sees this, and wakes us (`Inner::watch_lane`).
+        inner.watch.store(LOOKING, Ordering::SeqCst);
+        let lanes_due = inner.drain_lanes(Some(Instant::now()));
+        let next = step(
+            &inner,
+            &mut inner.lock(),
+            bucket.as_mut(),
+            &mut to_send,
+            lanes_due,
+        );
+        if let Next::Wait(at) = next {
+            inner.watch.store(inner.ticks(at), Ordering::SeqCst);
+        }
         for bundle in to_send.drain(..) {
             send(&inner, &handler, bundle);
         }
@@ -62,12 +77,14 @@ where
     }
 }
 
-/// One look at the state: seal what is due, choose what to send, say when to look again.
+/// One look at the state: seal what is due, choose what to send, say when to look again
+/// (`lanes_due`: when the first lane still staging items is due).
 fn step<K, T>(
     inner: &Inner<K, T>,
     state: &mut State<K, T>,
     mut bucket: Option<&mut TokenBucket>,
     to_send: &mut Vec<Sealed<K, T>>,
+    lanes_due: Option<Instant>,
 ) -> Next
 where
     K: Hash + Eq + Clone,
@@ -139,6 +156,9 @@ where
         .iter()
         .find(|o| state.is_open(o.id, &o.key))
         .map(|o| o.deadline);
+    if let Some(at) = lanes_due {
+        wake = Some(wake.map_or(at, |w| w.min(at)));
+    }
     let waiting = !state.ready.is_empty() || !state.due.is_empty();
     if waiting && state.in_flight < config.handler_limit {
         // Otherwise a finishing handler call wakes us.

@@ -52,6 +52,7 @@ mod builder;
 mod core;
 mod dispatch;
 mod error;
+mod lane;
 mod limits;
 pub mod metrics;
 
