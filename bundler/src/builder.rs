@@ -108,10 +108,15 @@ pub(crate) struct Config {
     pub(crate) name: SharedString,
 }
 
+/// The longest `delay_threshold`: `Instant + Duration` panics past what an instant holds.
+const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 impl Builder {
-    /// Sends a bundle this long after its first item arrived, however small it is.
+    /// Sends a bundle this long after its first item arrived, however small it is. A delay
+    /// beyond a century (`Duration::MAX`, say) is a century: deadlines are instants, which
+    /// cannot hold more.
     pub fn delay_threshold(mut self, delay: Duration) -> Self {
-        self.delay_threshold = delay;
+        self.delay_threshold = delay.min(MAX_DELAY);
         self
     }
 

@@ -4,8 +4,10 @@
 //! - Every accepted item is in exactly one place: an `open` bundle, a `ready` bundle, or a
 //!   handler call in flight. Its bytes stay taken from `room` until that handler call is over.
 //! - Every bundle has an id, increasing in the order bundles are opened; `unfinished` holds the
-//!   ids of bundles sealed and not yet handled. A bundle's items were all added after any item
-//!   of a bundle with a smaller id was, for the same key, which is what `flush` relies on.
+//!   ids of bundles sealed and not yet handled. A bundle's items reached the state after every
+//!   item of a bundle with a smaller id did, for the same key (an item staged in a lane reaches
+//!   it when the lane moves, so it may land in a newer bundle than items another handle added
+//!   after it). `flush` relies on this: it moves every lane's items first, then seals.
 //! - `opened` lists open bundles in deadline order. That is opening order, except that items
 //!   moved from a lane (see `lane.rs`) date their bundle from when they were added, which may
 //!   be earlier: such an entry is put in its place, and if the bundle was open already, it
@@ -73,7 +75,8 @@ const NO_TIMER: u64 = u64::MAX;
 /// adds them; items added through different handles may interleave either way. Each handle has
 /// a staging buffer of its own, which it fills while another thread holds the bundler's lock,
 /// so that producers on different threads do not take turns at that lock item by item: a
-/// handle per producer is also the fast way.
+/// handle per producer is also the fast way. Clone once per producer, not per item: a clone
+/// registers its buffer with the bundler, and its drop moves what it staged.
 ///
 /// # Dropping without `close`
 ///
@@ -811,7 +814,9 @@ where
         // A lane that holds neither items nor credit has nothing to give.
         for lane in lanes
             .iter()
-            .filter(|lane| lane.busy.load(Ordering::Relaxed))
+            // SeqCst, as in `drain_lanes`: after a waiter counted itself (`Waiting::new`),
+            // every lane that took credit while it saw no waiter must be seen here.
+            .filter(|lane| lane.busy.load(Ordering::SeqCst))
         {
             let mut staging = lane.lock();
             self.move_staged(lane, &mut staging);

@@ -279,6 +279,9 @@ impl<K: Hash + Eq, T> Drop for Done<K, T> {
         if std::thread::panicking() {
             inner.metrics.panics.increment(1);
         }
+        // The room first: once the call counts as finished, `close` may return, and what it
+        // held must no longer count as buffered by then.
+        inner.room.add_permits(self.bytes);
         {
             let mut state = inner.lock();
             state.in_flight -= 1;
@@ -290,7 +293,6 @@ impl<K: Hash + Eq, T> Drop for Done<K, T> {
                 state.unfinished.remove(id);
             }
         }
-        inner.room.add_permits(self.bytes);
         inner.dispatcher.notify_one();
         inner.progress.notify_waiters();
     }

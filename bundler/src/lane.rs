@@ -98,7 +98,8 @@ impl<K, T> Lane<K, T> {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, LaneState<K, T>> {
-        // Nothing panics while holding it: moving items only pushes and looks up keys.
+        // Nothing panics while holding it: moving items only pushes, looks up keys and adds
+        // the delay to an instant (which the builder bounds so that it cannot overflow).
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -773,3 +773,23 @@ async fn without_one_call_per_key_a_key_may_have_two_calls_at_once() {
     bundler.close().await;
     assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_delay_of_duration_max_means_only_thresholds_and_close_send() {
+    // `Instant + Duration::MAX` overflows: the first add used to panic.
+    let log = log();
+    let bundler = Bundler::builder()
+        .delay_threshold(Duration::MAX)
+        .count_threshold(3)
+        .build(recording(&log, Instant::now()));
+    for i in 0..4 {
+        bundler.add(i, 1).unwrap();
+    }
+    settle().await;
+    assert_eq!(bundles(&log), [vec![0, 1, 2]]);
+    tokio::time::advance(Duration::from_secs(365 * 86_400)).await;
+    settle().await;
+    assert_eq!(bundles(&log).len(), 1, "the fourth item waits for company");
+    bundler.close().await;
+    assert_eq!(bundles(&log), [vec![0, 1, 2], vec![3]]);
+}
