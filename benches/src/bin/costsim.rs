@@ -93,8 +93,8 @@ struct Args {
 
     /// Sweep these dollar ceilings per node per day (comma-separated), as `tunnel up
     /// --max-dollars-per-day` sets one: a day of each trace (idle, ping, ssh, web, and bulk as
-    /// a GiB a day, 43 MiB every hour; or --trace) under each ceiling, with none, and under the seed's design, over both links
-    /// (or --link). Checks that no node spends more than its ceiling in any 24 hours and that
+    /// a GiB a day, 43 MiB every hour; or --trace) under each ceiling, with none, and under the
+    /// seed's design, over both links (or --link). Checks that no node spends more than its ceiling in any 24 hours and that
     /// nothing accepted is lost; writes ceiling.md and ceiling.svg (p99 latency against dollars
     /// a day).
     #[arg(long, value_name = "D[,D...]", value_delimiter = ',', value_parser = dollars)]
