@@ -48,6 +48,16 @@ enum Added<K, T> {
     Closed(T),
 }
 
+impl<K, T> Added<K, T> {
+    /// Why the semaphore had no room for the item.
+    fn refused(err: TryAcquireError, key: K, item: T) -> Self {
+        match err {
+            TryAcquireError::Closed => Added::Closed(item),
+            TryAcquireError::NoPermits => Added::Short(key, item),
+        }
+    }
+}
+
 /// `Inner::watch` while the dispatcher is looking at the lanes and the state.
 pub(crate) const LOOKING: u64 = 0;
 /// `Inner::watch` while the dispatcher waits with no timer.
@@ -584,6 +594,28 @@ where
         Ok(cost)
     }
 
+    /// Takes room for `cost` bytes from the semaphore now, if there is some. Fair: none is
+    /// free while anyone waits.
+    fn room_now(&self, cost: usize) -> Result<(), TryAcquireError> {
+        self.room
+            .try_acquire_many(cost as u32)
+            .map(tokio::sync::SemaphorePermit::forget)
+    }
+
+    /// Puts an item whose room was taken into its bundle, under `guard`.
+    fn insert_now(
+        &self,
+        guard: MutexGuard<'_, State<K, T>>,
+        key: K,
+        item: T,
+        cost: usize,
+    ) -> Added<K, T> {
+        match self.insert_guarded(guard, key, item, cost) {
+            Ok(()) => Added::Yes,
+            Err(err) => Added::Closed(err.into_item()),
+        }
+    }
+
     /// Adds an item of `cost` bytes without waiting, through `lane`.
     ///
     /// While the lane is empty, the item takes its room (from the lane's credit, else from the
@@ -595,10 +627,8 @@ where
             // The lane holds neither items nor credit (or another producer sharing the
             // handle staged some just now, which this item may go ahead of): the path of a
             // bundler without lanes, whose room comes from the semaphore.
-            match self.room.try_acquire_many(cost as u32) {
-                Ok(permit) => permit.forget(),
-                Err(TryAcquireError::Closed) => return Added::Closed(item),
-                Err(TryAcquireError::NoPermits) => return Added::Short(key, item),
+            if let Err(err) = self.room_now(cost) {
+                return Added::refused(err, key, item);
             }
             let guard = match self.state.try_lock() {
                 Ok(guard) => guard,
@@ -614,19 +644,14 @@ where
                     }
                 }
             };
-            return match self.insert_guarded(guard, key, item, cost) {
-                Ok(()) => Added::Yes,
-                Err(err) => Added::Closed(err.into_item()),
-            };
+            return self.insert_now(guard, key, item, cost);
         }
         let mut staging = lane.lock();
         if staging.staged.is_empty() {
-            if !self.take_credit(lane, &mut staging, cost, false) {
-                match self.room.try_acquire_many(cost as u32) {
-                    Ok(permit) => permit.forget(),
-                    Err(TryAcquireError::Closed) => return Added::Closed(item),
-                    Err(TryAcquireError::NoPermits) => return Added::Short(key, item),
-                }
+            if !self.take_credit(lane, &mut staging, cost, false)
+                && let Err(err) = self.room_now(cost)
+            {
+                return Added::refused(err, key, item);
             }
             let guard = match self.state.try_lock() {
                 Ok(guard) => guard,
@@ -637,10 +662,7 @@ where
                 }
                 Err(TryLockError::WouldBlock) => self.lock(),
             };
-            return match self.insert_guarded(guard, key, item, cost) {
-                Ok(()) => Added::Yes,
-                Err(err) => Added::Closed(err.into_item()),
-            };
+            return self.insert_now(guard, key, item, cost);
         }
         // A closed lane is empty: closing moved its items, and nothing is staged after.
         if !self.take_credit(lane, &mut staging, cost, true) {
