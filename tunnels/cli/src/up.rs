@@ -177,6 +177,12 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     bulk_gap: Duration,
 
+    /// How long a packet waits for company before its batch is sent: longer means fewer,
+    /// larger PUTs (or PutLogEvents) and more latency. What piles up while a send to the same
+    /// peer is under way goes with the next one whatever this is.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    send_delay: Duration,
+
     /// How long after the last packet the node keeps polling at most every 400 ms, before it
     /// backs off towards --max: conversations pause and resume.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
@@ -1144,6 +1150,7 @@ async fn serve<L: Link, D: Device>(
             ..tunnels::node::Bulk::default()
         }),
         max_dollars_per_day: args.max_dollars_per_day,
+        send_delay: args.send_delay,
         ..NodeConfig::default()
     };
     let packet_metrics = Arc::new(PacketMetrics::register(me));

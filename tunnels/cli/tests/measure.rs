@@ -192,6 +192,38 @@ fn userspace(mut net: Net) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Where a round trip goes: each node's calls by kind, and its bundles' age, median and 99th
+/// percentile in milliseconds over the exporter's last minute or so.
+fn latencies(net: &Net) -> String {
+    let ops = ops(net);
+    let mut out = Vec::new();
+    for side in [0, 1] {
+        let node = [NODE_A, NODE_B][side];
+        let q = |name: &str, labels: &str| {
+            let at =
+                |q: &str| net.metric(side, &format!("{name}{{{labels}quantile=\"{q}\"}}")) * 1e3;
+            format!("{:.0}/{:.0}", at("0.5"), at("0.99"))
+        };
+        let mut parts: Vec<String> = ops
+            .iter()
+            .map(|kind| {
+                let labels = format!("node=\"{node:016x}\",kind=\"{kind}\",");
+                format!("{kind} {}", q("tunnel_store_call_seconds", &labels))
+            })
+            .collect();
+        parts.push(format!(
+            "bundle age {}",
+            q("bundler_bundle_age_seconds", "bundler=\"tunnel-send\",")
+        ));
+        out.push(format!(
+            "{} {}",
+            ["sender", "receiver"][side],
+            parts.join(", ")
+        ));
+    }
+    format!("p50/p99 ms: {}", out.join("; "))
+}
+
 /// The bulk transfer alone, several times: throughput, calls and dollars per GiB.
 fn transfers(mut net: Net) {
     let runs: usize = std::env::var("MEASURE_RUNS").map_or(5, |n| n.parse().unwrap());
@@ -265,6 +297,7 @@ fn transfers(mut net: Net) {
              (this process) {:.1} ms",
             used[0], used[1], used[2]
         );
+        println!("  {}", latencies(&net));
         let lost = losses(&net);
         println!(
             "  packets dropped by the tunnels {:.0}, TCP segments retransmitted by the sender {:.0}",

@@ -15,6 +15,9 @@ pub mod metric_names {
     /// Counter: calls, labelled `kind` (the link's operation: put, get, list, delete on S3),
     /// retries included.
     pub const CALLS: &str = "tunnel_store_calls_total";
+    /// Histogram: how long calls took, in seconds, labelled `kind`; retries and their waits
+    /// included (what the node waited for).
+    pub const CALL_SECONDS: &str = "tunnel_store_call_seconds";
     /// Counter: bytes the calls carried, labelled `kind`.
     pub const BYTES: &str = "tunnel_store_bytes_total";
     /// Gauge: what the calls so far cost at the link's prices, in dollars.
@@ -100,6 +103,7 @@ pub(crate) struct Ledger {
     stats: LinkStats,
     calls: Vec<metrics::Counter>,
     bytes: Vec<metrics::Counter>,
+    seconds: Vec<metrics::Histogram>,
     cost: metrics::Gauge,
     outcomes: [metrics::Counter; 7],
 }
@@ -120,6 +124,12 @@ impl Ledger {
             bytes: ops
                 .iter()
                 .map(|&kind| metrics::counter!(metric_names::BYTES, "node" => n(), "kind" => kind))
+                .collect(),
+            seconds: ops
+                .iter()
+                .map(|&kind| {
+                    metrics::histogram!(metric_names::CALL_SECONDS, "node" => n(), "kind" => kind)
+                })
                 .collect(),
             cost: metrics::gauge!(metric_names::COST, "node" => n()),
             outcomes: Outcome::ALL.map(|outcome| {
@@ -188,9 +198,12 @@ impl Ledger {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        retry
+        let started = tokio::time::Instant::now();
+        let result = retry
             .run(|a| self.attempt(op, bytes as u64, a), attempt)
-            .await
+            .await;
+        self.seconds[op].record(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Counts and logs `missing` batches of `sender` the sequencer skipped, for `reason`.
