@@ -3,6 +3,9 @@
 //! Invariants (all under `Inner::state`'s lock):
 //! - Every accepted item is in exactly one place: an `open` bundle, a `ready` bundle, or a
 //!   handler call in flight. Its bytes stay taken from `room` until that handler call is over.
+//!   Room is also taken ahead of use, as credit: `Inner::credit` for items that go straight
+//!   into their bundles, a lane's for the items it stages. Credit is not buffered, and goes
+//!   back to `room` whenever a producer runs short, and on close.
 //! - Every bundle has an id, increasing in the order bundles are opened; `unfinished` holds the
 //!   ids of bundles sealed and not yet handled. A bundle's items reached the state after every
 //!   item of a bundle with a smaller id did, for the same key (an item staged in a lane reaches
@@ -21,7 +24,7 @@
 //! takes it under the state's lock and nothing after it.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::hash::Hash;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -187,9 +190,19 @@ pub(crate) struct Inner<K, T> {
     pub(crate) metrics: Metrics,
     /// Every handle's lane.
     lanes: Mutex<Lanes<K, T>>,
-    /// `add_wait` calls waiting for room: while there are any, lanes give their credit back
-    /// and take room item by item, behind them.
+    /// `add_wait` calls about to wait for room: counted before they ask for the credit back
+    /// (`shortage`), until they are in the semaphore's queue or served. While there are any,
+    /// lanes and the state give their credit back and take room item by item, behind them.
+    /// Once queued, a call needs no counting: the semaphore has no room free for anyone while
+    /// anyone is queued (Tokio's hands what comes back to the queue first, and a new waiter
+    /// takes what is free before it queues for the rest), so nobody can take room ahead of it.
     room_waiters: AtomicUsize,
+    /// Room taken from `room` ahead of use by items that go straight into their bundles (see
+    /// [`take_room`](Inner::take_room)): the single-producer path takes room from the
+    /// semaphore once per [`GRANT`] items, not for each. Read and written only under the
+    /// state's lock, except by `buffered_bytes`, which only reads it; an atomic so that it
+    /// can do that without the lock.
+    credit: AtomicUsize,
     /// When the dispatcher will look next, in `ticks`: [`LOOKING`] while it looks,
     /// [`NO_TIMER`] when it waits for a notification only. A lane whose first staged item is
     /// due earlier wakes it.
@@ -335,11 +348,13 @@ impl<K, T> Inner<K, T> {
         self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Bytes accepted and not yet handled: room taken, less the credit lanes hold unused.
+    /// Bytes accepted and not yet handled: room taken, less the credit held unused (by the
+    /// lanes and by the state).
     pub(crate) fn buffered_bytes(&self) -> usize {
-        let credit: usize = (self.lanes().lanes.iter())
+        let lanes: usize = (self.lanes().lanes.iter())
             .map(|lane| lane.credit.load(Ordering::Relaxed))
             .sum();
+        let credit = lanes + self.credit.load(Ordering::Relaxed);
         (self.config.buffered_byte_limit - self.room.available_permits()).saturating_sub(credit)
     }
 
@@ -430,6 +445,7 @@ where
             progress: Notify::new(),
             lanes: Mutex::new(Lanes::new()),
             room_waiters: AtomicUsize::new(0),
+            credit: AtomicUsize::new(0),
             watch: AtomicU64::new(LOOKING),
             epoch: Instant::now(),
         });
@@ -496,28 +512,14 @@ where
             Ok(cost) => cost,
             Err(kind) => return Err(AddError::new(kind, item)),
         };
-        let (key, item) = match inner.try_add(&self.lane, key, item, cost) {
-            Added::Yes => return Ok(()),
-            Added::Closed(item) => return Err(AddError::new(AddErrorKind::Closed, item)),
-            Added::Short(key, item) => (key, item),
-        };
-        // Counted before the lanes give their credit back, so that none takes more of it
-        // once this call waits: room goes first come, first served.
-        let _waiting = Waiting::new(&inner.room_waiters);
-        match inner.shortage(cost) {
-            Ok(true) => {}
-            Ok(false) => {
-                // Boxed: the semaphore's waiter is large, and would otherwise be moved with
-                // every `add_wait` future, the many that never wait included.
-                let wait = Box::pin(inner.room.acquire_many(cost as u32));
-                match wait.await {
-                    Ok(permit) => permit.forget(),
-                    Err(_closed) => return Err(AddError::new(AddErrorKind::Closed, item)),
-                }
-            }
-            Err(kind) => return Err(AddError::new(kind, item)),
+        match inner.try_add(&self.lane, key, item, cost) {
+            Added::Yes => Ok(()),
+            Added::Closed(item) => Err(AddError::new(AddErrorKind::Closed, item)),
+            // Boxed: waiting needs a large future (the semaphore's waiter among others), which
+            // would otherwise be moved with every `add_wait` future, and dropped out of line,
+            // the many that never wait included.
+            Added::Short(key, item) => Box::pin(inner.add_when_room(key, item, cost)).await,
         }
-        inner.insert(key, item, cost)
     }
 
     /// Sends every open bundle and waits until every item added before this call was handled.
@@ -602,6 +604,105 @@ where
             .map(tokio::sync::SemaphorePermit::forget)
     }
 
+    /// Takes room for `cost` bytes for an item that goes straight into its bundle, under the
+    /// state's lock: from [`Inner::credit`], else from the semaphore (see
+    /// [`top_up`](Inner::top_up)).
+    ///
+    /// Fair, as taking from the semaphore item by item is: an `add_wait` call that waits
+    /// counts itself in `room_waiters`, then gives this credit back under the state's lock
+    /// (`shortage`), before it queues on the semaphore. Whoever takes the lock after that
+    /// sees it counted, so takes no more credit than its own item needs, and none is left
+    /// over for the next; once it is queued, the semaphore has no room free for anyone until
+    /// it is served. So until then, every item's room comes from the semaphore, which serves
+    /// the waiter first.
+    #[inline(always)]
+    fn take_room(&self, _state: &mut State<K, T>, cost: usize) -> Result<(), TryAcquireError> {
+        // `_state`: proof that the lock is held, which makes this load and store one update.
+        let credit = self.credit.load(Ordering::Relaxed);
+        let left = match credit.checked_sub(cost) {
+            Some(left) => left,
+            None => {
+                let waiters = self.room_waiters.load(Ordering::SeqCst) > 0;
+                self.top_up(credit, cost, waiters, 0)?
+            }
+        };
+        self.credit.store(left, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The rest of `add_wait` for an item that found no room: waits for it, first come, first
+    /// served, then puts the item into its bundle.
+    async fn add_when_room(&self, key: K, item: T, cost: usize) -> Result<(), AddError<T>> {
+        // Counted before the lanes and the state give their credit back, so that none takes
+        // more of it until this call is queued: room goes first come, first served.
+        let mut waiting = Some(Waiting::new(&self.room_waiters));
+        match self.shortage(cost) {
+            Ok(true) => {}
+            Ok(false) => {
+                let mut acquire = pin!(self.room.acquire_many(cost as u32));
+                let acquired = poll_fn(|cx| {
+                    let poll = acquire.as_mut().poll(cx);
+                    // Queued or served: from now on the semaphore keeps later adds behind
+                    // this one by itself. Counted any longer, this call would keep others
+                    // taking room item by item after it was served, until its task runs.
+                    waiting = None;
+                    poll
+                })
+                .await;
+                match acquired {
+                    Ok(permit) => permit.forget(),
+                    Err(_closed) => return Err(AddError::new(AddErrorKind::Closed, item)),
+                }
+            }
+            Err(kind) => return Err(AddError::new(kind, item)),
+        }
+        drop(waiting);
+        self.insert(key, item, cost)
+    }
+
+    /// Gives [`Inner::credit`] back to the semaphore, under the state's lock.
+    fn return_state_credit(&self, _state: &mut State<K, T>) {
+        let credit = self.credit.load(Ordering::Relaxed);
+        if credit > 0 {
+            self.credit.store(0, Ordering::Relaxed);
+            self.room.add_permits(credit);
+        }
+    }
+
+    /// Takes from the semaphore what `credit` lacks for an item of `cost` bytes and, unless
+    /// an `add_wait` call is about to wait (`waiters`), up to [`GRANT`] items' worth more (at
+    /// most a sixteenth of `buffered_byte_limit`) while at least `reserve` bytes of room are
+    /// free, so that the next items need not touch the semaphore. Returns the credit left
+    /// once the item's room is taken from it.
+    ///
+    /// Lanes keep a quarter of the limit in reserve, so that none sits on the last of it while
+    /// others stage; the state's credit serves every producer that does not stage, and keeps
+    /// none.
+    fn top_up(
+        &self,
+        credit: usize,
+        cost: usize,
+        waiters: bool,
+        reserve: usize,
+    ) -> Result<usize, TryAcquireError> {
+        let need = cost - credit;
+        let available = self.room.available_permits();
+        if !waiters && available >= reserve {
+            let more = cost
+                .saturating_mul(GRANT)
+                .min(self.config.buffered_byte_limit / 16)
+                .min(available)
+                .clamp(need, u32::MAX as usize);
+            if let Ok(permit) = self.room.try_acquire_many(more as u32) {
+                permit.forget();
+                return Ok(credit + more - cost);
+            }
+        }
+        // `need <= cost`, which `cost` bounds by `u32::MAX`.
+        self.room.try_acquire_many(need as u32)?.forget();
+        Ok(0)
+    }
+
     /// Puts an item whose room was taken into its bundle, under `guard`.
     fn insert_now(
         &self,
@@ -618,34 +719,58 @@ where
 
     /// Adds an item of `cost` bytes without waiting, through `lane`.
     ///
-    /// While the lane is empty, the item takes its room (from the lane's credit, else from the
-    /// semaphore, which is fair: none is free while anyone waits) and goes straight into its
-    /// bundle, unless another thread holds the state's lock: then it is staged. Once the lane
-    /// stages, every item is staged behind, until the lane's items move.
+    /// While the lane is empty, the item goes straight into its bundle, with its room taken
+    /// under the state's lock ([`take_room`](Inner::take_room)), unless another thread holds
+    /// that lock: then it takes its room from the semaphore (which is fair: none is free while
+    /// anyone waits) and is staged. Once the lane stages, every item is staged behind, until
+    /// the lane's items move.
+    #[inline]
     fn try_add(&self, lane: &Lane<K, T>, key: K, item: T, cost: usize) -> Added<K, T> {
         if !lane.busy.load(Ordering::Relaxed) {
             // The lane holds neither items nor credit (or another producer sharing the
             // handle staged some just now, which this item may go ahead of): the path of a
-            // bundler without lanes, whose room comes from the semaphore.
-            if let Err(err) = self.room_now(cost) {
-                return Added::refused(err, key, item);
-            }
-            let guard = match self.state.try_lock() {
+            // bundler without lanes, and of every item on a current-thread runtime.
+            let mut guard = match self.state.try_lock() {
                 Ok(guard) => guard,
                 Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => {
-                    let mut staging = lane.lock();
-                    if staging.closed {
-                        drop(staging);
-                        self.lock()
-                    } else {
-                        self.stage(lane, &mut staging, key, item, cost);
-                        return Added::Yes;
-                    }
-                }
+                Err(TryLockError::WouldBlock) => return self.try_stage(lane, key, item, cost),
             };
-            return self.insert_now(guard, key, item, cost);
+            if guard.closed {
+                return Added::Closed(item);
+            }
+            if let Err(err) = self.take_room(&mut guard, cost) {
+                return Added::refused(err, key, item);
+            }
+            let wake = self.insert_locked(&mut guard, key, item, cost, None);
+            drop(guard);
+            if wake {
+                self.dispatcher.notify_one();
+            }
+            return Added::Yes;
         }
+        self.try_add_lane(lane, key, item, cost)
+    }
+
+    /// [`try_add`](Inner::try_add) through an empty lane while another thread holds the
+    /// state's lock: the item takes its room from the semaphore and is staged (or, if the
+    /// lane is closed, waits for the lock).
+    #[inline(never)]
+    fn try_stage(&self, lane: &Lane<K, T>, key: K, item: T, cost: usize) -> Added<K, T> {
+        if let Err(err) = self.room_now(cost) {
+            return Added::refused(err, key, item);
+        }
+        let mut staging = lane.lock();
+        if staging.closed {
+            drop(staging);
+            return self.insert_now(self.lock(), key, item, cost);
+        }
+        self.stage(lane, &mut staging, key, item, cost);
+        Added::Yes
+    }
+
+    /// [`try_add`](Inner::try_add) through a lane that holds items or credit.
+    #[inline(never)]
+    fn try_add_lane(&self, lane: &Lane<K, T>, key: K, item: T, cost: usize) -> Added<K, T> {
         let mut staging = lane.lock();
         if staging.staged.is_empty() {
             if !self.take_credit(lane, &mut staging, cost, false)
@@ -695,9 +820,9 @@ where
     /// plentiful (a quarter of `buffered_byte_limit` left), so that lanes do not sit on the
     /// last of it. False when there is not enough room.
     ///
-    /// While an `add_wait` call waits for room, the lane gives its credit back and takes room
-    /// for this item only, from the semaphore, which is fair (none is free while anyone
-    /// waits): the waiter comes first.
+    /// While an `add_wait` call is about to wait for room (see `Inner::room_waiters`), the
+    /// lane gives its credit back and takes room for this item only, from the semaphore,
+    /// which is fair (none is free while anyone waits): the waiter comes first.
     fn take_credit(
         &self,
         lane: &Lane<K, T>,
@@ -711,32 +836,17 @@ where
             self.return_credit(lane, staging);
             credit = 0;
         }
-        if credit < cost {
-            if !grant {
-                return false;
+        let left = match credit.checked_sub(cost) {
+            Some(left) => left,
+            None if grant => {
+                match self.top_up(credit, cost, waiters, self.config.buffered_byte_limit / 4) {
+                    Ok(left) => left,
+                    Err(_) => return false,
+                }
             }
-            let need = cost - credit;
-            let plenty =
-                !waiters && self.room.available_permits() >= self.config.buffered_byte_limit / 4;
-            let more = if plenty {
-                cost.saturating_mul(GRANT)
-                    .min(self.config.buffered_byte_limit / 16)
-                    .clamp(need, u32::MAX as usize)
-            } else {
-                need
-            };
-            // `need <= cost`, which `cost` bounds by `u32::MAX`.
-            if let Ok(permit) = self.room.try_acquire_many(more as u32) {
-                permit.forget();
-                credit += more;
-            } else if let Ok(permit) = self.room.try_acquire_many(need as u32) {
-                permit.forget();
-                credit += need;
-            } else {
-                return false;
-            }
-        }
-        lane.set_credit(staging, credit - cost);
+            None => return false,
+        };
+        lane.set_credit(staging, left);
         true
     }
 
@@ -828,9 +938,9 @@ where
     }
 
     /// A producer found no room for `cost` bytes. Lanes give back their credit and move their
-    /// items (so that a waiting bundle can be sent), then the room is asked for once more;
-    /// failing that, pressure is relieved. Returns whether the room was taken, or the error
-    /// when the bundler is closed.
+    /// items (so that a waiting bundle can be sent), the state gives back its credit, then the
+    /// room is asked for once more; failing that, pressure is relieved. Returns whether the
+    /// room was taken, or the error when the bundler is closed.
     fn shortage(&self, cost: usize) -> Result<bool, AddErrorKind> {
         let lanes = self.lanes().lanes.clone();
         // A lane that holds neither items nor credit has nothing to give.
@@ -844,7 +954,17 @@ where
             self.move_staged(lane, &mut staging);
             self.return_credit(lane, &mut staging);
         }
-        match self.room.try_acquire_many(cost as u32) {
+        // After the caller counted itself in `room_waiters` if it waits (see `take_room`).
+        // The state's lock is held from the credit's return to the try: a plain `add`, which
+        // does not count itself, must not see the credit taken again meanwhile (by another
+        // producer's `take_room`, which would take a sixteenth of the limit ahead) and be
+        // refused an item that fits.
+        let acquired = {
+            let mut state = self.lock();
+            self.return_state_credit(&mut state);
+            self.room.try_acquire_many(cost as u32)
+        };
+        match acquired {
             Ok(permit) => {
                 permit.forget();
                 Ok(true)
@@ -877,6 +997,7 @@ where
                 return;
             }
             state.closed = true;
+            self.return_state_credit(&mut state);
             self.room.close();
             state.seal_all(Reason::Close);
         }
@@ -1039,7 +1160,7 @@ impl<K, T> Clone for KeyedBundler<K, T> {
     }
 }
 
-/// Counts an `add_wait` call waiting for room, until dropped.
+/// Counts an `add_wait` call about to wait for room, until dropped.
 struct Waiting<'a>(&'a AtomicUsize);
 
 impl<'a> Waiting<'a> {
@@ -1099,8 +1220,14 @@ impl<T: Send + 'static> Bundler<T> {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future gives back the room it had reserved.
-    pub async fn add_wait(&self, item: T, size: usize) -> Result<(), AddError<T>> {
-        self.keyed.add_wait((), item, size).await
+    pub fn add_wait(
+        &self,
+        item: T,
+        size: usize,
+    ) -> impl Future<Output = Result<(), AddError<T>>> + '_ {
+        // Not an `async fn`: its future would hold `KeyedBundler::add_wait`'s, and copy the
+        // item from one to the other.
+        self.keyed.add_wait((), item, size)
     }
 
     /// Sends the open bundle and waits until every item added before this call was handled.

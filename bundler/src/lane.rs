@@ -15,7 +15,8 @@
 //! does not fit, and `add_wait` still serves first come, first served.
 //!
 //! On a current-thread runtime the shared lock is never held by anyone else when a producer
-//! runs, so lanes stay empty and every item takes the same path as before lanes existed.
+//! runs, so lanes stay empty and every item goes straight into its bundle, its room taken under
+//! the shared lock from credit the state holds for all such items (`Inner::take_room`).
 //!
 //! Invariants:
 //! - A lane's items are in the order they were added through its handle, and move in that

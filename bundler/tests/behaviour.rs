@@ -228,6 +228,49 @@ async fn add_wait_serves_first_come_first() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn room_taken_ahead_is_not_buffered_and_goes_back_to_whoever_needs_it() {
+    let log = log();
+    let gate = Arc::new(Semaphore::new(0));
+    let bundler = Bundler::builder()
+        .count_threshold(100)
+        .delay_threshold(Duration::from_secs(3600))
+        .buffered_byte_limit(1_600)
+        .build(gated(&log, &gate));
+    // Takes room for ten such items at once (a sixteenth of the limit): only 10 bytes are
+    // buffered, and 1,500 left free.
+    bundler.add(1, 10).unwrap();
+    assert_eq!(bundler.buffered_bytes(), 10);
+    // Fits only with the other 90 bytes back, which is where it finds them.
+    bundler.add(2, 1_590).unwrap();
+    assert_eq!(bundler.buffered_bytes(), 1_600);
+    gate.add_permits(1);
+    bundler.flush().await; // [1, 2]
+    assert_eq!(bundler.buffered_bytes(), 0);
+
+    // Room taken ahead again; then a waiter that needs all of it and 5 bytes more.
+    bundler.add(3, 10).unwrap();
+    let waiter = tokio::spawn({
+        let bundler = bundler.clone();
+        async move { bundler.add_wait(4, 1_595).await.unwrap() }
+    });
+    settle().await;
+    assert!(!waiter.is_finished());
+    assert_eq!(bundles(&log), [vec![1, 2]], "[3] sent to free room");
+    // The waiter came first: none of the room taken ahead is left for a later add, not even a
+    // byte.
+    let err = bundler.add(5, 1).unwrap_err();
+    assert!(matches!(err.kind(), AddErrorKind::Overflow { .. }));
+    gate.add_permits(1); // [3] handled: 10 bytes free, 5 for the waiter
+    waiter.await.unwrap();
+    bundler.add(5, 1).unwrap();
+    assert_eq!(bundler.buffered_bytes(), 1_596);
+    gate.add_permits(10);
+    bundler.close().await;
+    assert_eq!(bundles(&log), [vec![1, 2], vec![3], vec![4, 5]]);
+    assert_eq!(bundler.buffered_bytes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_cancelled_add_wait_gives_its_room_back() {
     let (bundler, log, gate) = gated_bundler(10);
     bundler.add(0, 6).unwrap();
