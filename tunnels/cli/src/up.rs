@@ -149,9 +149,11 @@ pub(crate) struct UpArgs {
     /// While data flows in bulk (a batch of 256 KiB or more sent or received), poll every
     /// --bulk-gap, this many times after each such batch, instead of every --min: the round
     /// trip of a transfer is then a few calls, not a poll interval. The polls count against
-    /// --budget, and show as tunnel_polls_total{kind="bulk"}. Off (0) by default: 20 took a
-    /// 100 MB transfer over a local S3 server from a median 3.8 to 9.6 MB/s, for 15% more per
-    /// GiB there, 12% more in the cost simulation's bulk trace and 4.5% more on its web trace.
+    /// --budget, and show as tunnel_polls_total{kind="bulk"}. Off (0) by default: over a local
+    /// S3 server, 20 took a 100 MB transfer from a median 5.9 to 19.1 MB/s, and with
+    /// `--bulk-polls 40 --bulk-gap 5ms --mtu 65535 --send-delay 0` to 48.8 MB/s, for less per
+    /// GiB there; in the cost simulation it costs 12% more on the bulk trace and 4.5% more on
+    /// the web trace (README, "Bulk transfers").
     #[arg(long, value_name = "POLLS", default_value_t = 0)]
     bulk_polls: u32,
 
@@ -179,7 +181,9 @@ pub(crate) struct UpArgs {
 
     /// How long a packet waits for company before its batch is sent: longer means fewer,
     /// larger PUTs (or PutLogEvents) and more latency. What piles up while a send to the same
-    /// peer is under way goes with the next one whatever this is.
+    /// peer is under way goes with the next one whatever this is. 0 sends a bundle as soon as
+    /// the previous send to its peer is done, and the first packet of a burst alone: with
+    /// --bulk-polls and --mtu 65535, the fastest bulk transfers (README, "Bulk transfers").
     #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     send_delay: Duration,
 
