@@ -8,6 +8,7 @@ use cardio::Budget;
 use metrics::SharedString;
 
 use crate::core::{Bundler, KeyedBundler};
+use crate::delay::{MAX_DELAY, SharedDelay};
 use crate::limits::ApiLimits;
 
 /// Configures a [`Bundler`] or a [`KeyedBundler`]. Made by [`Bundler::builder`].
@@ -55,6 +56,7 @@ use crate::limits::ApiLimits;
 #[must_use = "a builder does nothing until `.build(handler)` is called"]
 pub struct Builder {
     delay_threshold: Duration,
+    shared_delay: Option<SharedDelay>,
     count_threshold: usize,
     byte_threshold: usize,
     byte_limit: Option<usize>,
@@ -72,6 +74,7 @@ impl Default for Builder {
     fn default() -> Self {
         Builder {
             delay_threshold: Duration::from_secs(1),
+            shared_delay: None,
             count_threshold: 10,
             byte_threshold: 1_000_000,
             byte_limit: None,
@@ -90,7 +93,7 @@ impl Default for Builder {
 /// Settings resolved for use: thresholds clamped to limits, limits merged with the API's.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    pub(crate) delay_threshold: Duration,
+    pub(crate) delay: SharedDelay,
     pub(crate) count_threshold: usize,
     pub(crate) byte_threshold: usize,
     /// Hard limits of one bundle.
@@ -108,15 +111,20 @@ pub(crate) struct Config {
     pub(crate) name: SharedString,
 }
 
-/// The longest `delay_threshold`: `Instant + Duration` panics past what an instant holds.
-const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 86_400);
-
 impl Builder {
     /// Sends a bundle this long after its first item arrived, however small it is. A delay
     /// beyond a century (`Duration::MAX`, say) is a century: deadlines are instants, which
     /// cannot hold more.
     pub fn delay_threshold(mut self, delay: Duration) -> Self {
         self.delay_threshold = delay.min(MAX_DELAY);
+        self
+    }
+
+    /// The delay threshold as a [`SharedDelay`], to change while the bundler runs (a node
+    /// that sends at once while data flows in bulk, and waits for company otherwise). It
+    /// replaces [`delay_threshold`](Builder::delay_threshold).
+    pub fn shared_delay(mut self, delay: SharedDelay) -> Self {
+        self.shared_delay = Some(delay);
         self
     }
 
@@ -308,7 +316,7 @@ impl Builder {
         };
         let byte_limit = self.byte_limit.unwrap_or(usize::MAX).min(api_bytes);
         Config {
-            delay_threshold: self.delay_threshold,
+            delay: (self.shared_delay).unwrap_or_else(|| SharedDelay::new(self.delay_threshold)),
             // A threshold past a limit would never be reached: the limit sends first.
             count_threshold: self.count_threshold.min(count_limit),
             byte_threshold: self.byte_threshold.min(byte_limit),

@@ -379,7 +379,7 @@ impl<K, T> Inner<K, T> {
     /// before it locks any lane, so either it finds the item, or this load sees [`LOOKING`] or
     /// the time it chose without the item.
     fn watch_lane(&self, since: Instant) {
-        let due = self.ticks(since.checked_add(self.config.delay_threshold));
+        let due = self.ticks(since.checked_add(self.config.delay.get()));
         let watch = self.watch.load(Ordering::SeqCst);
         if watch == LOOKING || watch > due {
             self.dispatcher.notify_one();
@@ -920,7 +920,7 @@ where
             .filter(|lane| lane.busy.load(Ordering::SeqCst))
             .cloned()
             .collect();
-        let delay = self.config.delay_threshold;
+        let delay = self.config.delay.get();
         let mut next: Option<Instant> = None;
         for lane in &lanes {
             let mut staging = lane.lock();
@@ -1097,7 +1097,7 @@ where
         if let Some(at) = earlier {
             // The bundle's entry in `opened` is due later; this one goes first, and the
             // other is skipped once the bundle is sealed.
-            wake |= state.schedule(at + config.delay_threshold, id, &key);
+            wake |= state.schedule(at + config.delay.get(), id, &key);
         }
         let reason = if items >= config.count_limit || bytes >= config.byte_limit {
             Some(Reason::Limit)
@@ -1137,7 +1137,7 @@ where
         state.next_id += 1;
         let now = Instant::now();
         let opened_at = opened_at.map_or(now, |at| at.min(now));
-        wake |= state.schedule(opened_at + config.delay_threshold, id, key);
+        wake |= state.schedule(opened_at + config.delay.get(), id, key);
         let open = Open {
             id,
             items: Vec::with_capacity(config.count_threshold.min(4096)),

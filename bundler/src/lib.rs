@@ -50,6 +50,7 @@
 
 mod builder;
 mod core;
+mod delay;
 mod dispatch;
 mod error;
 mod lane;
@@ -59,6 +60,7 @@ pub mod metrics;
 pub use builder::Builder;
 pub use cardio::Budget;
 pub use core::{Bundler, KeyedBundler};
+pub use delay::SharedDelay;
 pub use error::{AddError, AddErrorKind};
 pub use limits::{ApiLimits, S3_MAX_PUT_OBJECT_BYTES};
 pub use metrics::Reason;

@@ -72,6 +72,36 @@ async fn go_count_threshold_three_of_eight_items() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_shared_delay_changed_while_running_applies_to_the_next_bundles() {
+    let start = Instant::now();
+    let log = log();
+    let delay = bundler::SharedDelay::new(DELAY);
+    let bundler = Bundler::builder()
+        .count_threshold(1_000)
+        .shared_delay(delay.clone())
+        .build(recording(&log, start));
+    bundler.add(0, 1).unwrap();
+    sleep(DELAY).await;
+    settle().await;
+    // Set to nothing: the next bundle goes as soon as its first item is in.
+    delay.set(Duration::ZERO);
+    bundler.add(1, 1).unwrap();
+    settle().await;
+    assert_eq!(bundles(&log), [vec![0], vec![1]]);
+    // Back to DELAY: the next one waits for company again.
+    delay.set(DELAY);
+    bundler.add(2, 1).unwrap();
+    bundler.add(3, 1).unwrap();
+    settle().await;
+    assert_eq!(bundles(&log).len(), 2);
+    sleep(DELAY).await;
+    settle().await;
+    assert_eq!(bundles(&log), [vec![0], vec![1], vec![2, 3]]);
+    assert_eq!(times(&log), [DELAY, DELAY, DELAY * 2]);
+    bundler.close().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn byte_threshold_sends_once_reached() {
     let start = Instant::now();
     let log = log();

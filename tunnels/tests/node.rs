@@ -144,6 +144,7 @@ async fn bulk_batches_buy_polls_at_the_speed_of_the_data_within_the_budget() {
         bytes: 256 << 10,
         polls: 20,
         gap: Duration::from_millis(10),
+        send_delay: Duration::from_millis(20),
     };
     let net = MemoryNetwork::new();
     let start = |id, bulk, budget| {
@@ -183,4 +184,76 @@ async fn bulk_batches_buy_polls_at_the_speed_of_the_data_within_the_budget() {
     for node in [a, b, c, d] {
         node.shutdown().await;
     }
+}
+
+/// While bulk polls last, a frame does not wait for company ([`Bulk::send_delay`], zero by
+/// default): it goes at once, and its peer, polling at the speed of the data, reads it within
+/// a bulk gap. Once the polls are spent, frames wait `send_delay` for company again.
+#[tokio::test(start_paused = true)]
+async fn while_data_flows_in_bulk_frames_do_not_wait_for_company() {
+    use tokio::time::Instant;
+    use tunnels::node::Bulk;
+    let net = MemoryNetwork::new();
+    let config = NodeConfig {
+        bulk: Some(Bulk::default()),
+        ..NodeConfig::default()
+    };
+    // B's deliveries: when, and how many frames each batch carried.
+    let got: Arc<Mutex<Vec<(Instant, usize)>>> = Arc::default();
+    let a = Node::start(Arc::new(net.link(1, 4 << 20)), config.clone(), |_| {});
+    let b = Node::start(Arc::new(net.link(2, 4 << 20)), config.clone(), {
+        let got = Arc::clone(&got);
+        move |batch: Received| {
+            got.lock()
+                .unwrap()
+                .push((Instant::now(), batch.frames.len()));
+        }
+    });
+    let batches = |since: Instant| -> Vec<(Duration, usize)> {
+        let got = got.lock().unwrap();
+        (got.iter().filter(|(at, _)| *at >= since))
+            .map(|&(at, n)| (at - since, n))
+            .collect()
+    };
+    let big = Bytes::from(vec![7u8; 1_000]);
+    let start = Instant::now();
+    // Two batches of 300 KB, the second sent once B has the first: each bought bulk polls,
+    // A's when it sent, B's when it read.
+    for n in 1..=2 {
+        for _ in 0..300 {
+            a.send(2, big.clone()).unwrap();
+        }
+        while batches(start).len() < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    assert_eq!(
+        batches(start).iter().map(|b| b.1).collect::<Vec<_>>(),
+        [300, 300]
+    );
+    let small = Bytes::from_static(b"ack");
+    let t1 = Instant::now();
+    a.send(2, small.clone()).unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    a.send(2, small.clone()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let during = batches(t1);
+    // Each went alone, at once, and B read the first within its bulk gap (10 ms).
+    assert_eq!(during.iter().map(|b| b.1).collect::<Vec<_>>(), [1, 1]);
+    assert!(during[0].0 <= config.bulk.unwrap().gap, "{during:?}");
+    // The polls spent, two frames 5 ms apart wait for company and go together.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t2 = Instant::now();
+    a.send(2, small.clone()).unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    a.send(2, small).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = batches(t2);
+    assert_eq!(
+        after.iter().map(|b| b.1).collect::<Vec<_>>(),
+        [2],
+        "{after:?}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -106,10 +106,16 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value = "tunnel0")]
     device: String,
 
-    /// The device's MTU, in bytes (1280 to 65535). Every frame costs 2 bytes on the wire, so
-    /// a larger MTU changes little but the kernel's segment sizes.
-    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1280..=65535))]
-    mtu: u32,
+    /// The device's MTU, in bytes (1280 to 65535). Objects and log events have no MTU, and
+    /// every frame costs 2 bytes on the wire whatever its size: a TUN device's default, 65535,
+    /// lets the kernel hand it 64 KB segments, for half the CPU per MB and fewer, larger
+    /// objects in bulk transfers (README, "Bulk transfers"). TCP takes the smaller MSS of its
+    /// two ends, so connections that leave the far node for a network of 1500 are not
+    /// affected; UDP datagrams larger than that network's MTU are fragmented there. A TAP
+    /// device's default, 1500, matches the Ethernet segments it is bridged to, and the
+    /// userspace stack's (--userspace) too. [default: 65535 (tun), 1500 (tap, --userspace)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1280..=65535))]
+    mtu: Option<u32>,
 
     /// Packets the kernel queues for the device before dropping them. TCP sends a whole window
     /// at once, thousands of packets over this tunnel; Linux's default of 500 dropped part of
@@ -401,6 +407,17 @@ pub(crate) enum Mode {
     Tun,
     /// Ethernet frames.
     Tap,
+}
+
+impl UpArgs {
+    /// `--mtu`, or the device's default: 65535 for a TUN device, 1500 for a TAP device and
+    /// the userspace stack.
+    fn mtu(&self) -> u32 {
+        self.mtu.unwrap_or(match self.mode {
+            Mode::Tun if !self.userspace => 65_535,
+            _ => 1_500,
+        })
+    }
 }
 
 impl Mode {
@@ -970,7 +987,7 @@ async fn run<L: Link>(
         name: &args.device,
         addr,
         prefix_len: 64,
-        mtu: u16::try_from(args.mtu).expect("clap keeps --mtu within 1280..=65535"),
+        mtu: u16::try_from(args.mtu()).expect("clap keeps --mtu within 1280..=65535"),
         tx_queue_len: args.txqueuelen,
         ipv4: router
             .ipv4_addr()
@@ -1006,7 +1023,7 @@ async fn userspace(args: &UpArgs, router: &Router) -> Result<Arc<Stack>, String>
     config.ipv4 = router
         .ipv4_addr()
         .zip(router.ipv4_net().map(|n| n.prefix_len()));
-    config.mtu = args.mtu as usize;
+    config.mtu = args.mtu() as usize;
     config.tcp_timeout = args.tcp_timeout;
     config.tcp_keepalive = args.tcp_keepalive;
     let stack = Arc::new(Stack::start(config));
@@ -1176,7 +1193,7 @@ async fn serve<L: Link, D: Device>(
         ipv4 = ?router.ipv4_addr(),
         node = format_args!("{me:016x}"),
         link = %args.link,
-        mtu = args.mtu,
+        mtu = args.mtu(),
         "up"
     );
 

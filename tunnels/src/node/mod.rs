@@ -82,6 +82,11 @@ pub struct Bulk {
     pub polls: u32,
     /// The time between them.
     pub gap: Duration,
+    /// How long a frame waits for company while the bulk polls last, instead of
+    /// [`NodeConfig::send_delay`]: a bundle then goes as soon as the previous send to its
+    /// peer is done (what piles up meanwhile goes with the next), so neither the data nor its
+    /// acknowledgements wait. Back to `send_delay` once the polls are spent.
+    pub send_delay: Duration,
 }
 
 impl Default for Bulk {
@@ -90,6 +95,7 @@ impl Default for Bulk {
             bytes: 256 << 10,
             polls: 20,
             gap: Duration::from_millis(10),
+            send_delay: Duration::ZERO,
         }
     }
 }
@@ -247,12 +253,13 @@ impl Node {
             // for months (the cost simulation's web trace, `costsim --max-dollars-per-day`).
             buffered_bytes = buffered_bytes.min(affordable);
         }
+        let delay = bundler::SharedDelay::new(config.send_delay);
         let mut bundler = bundler::Bundler::builder()
             .name("tunnel-send")
             .limits(limits)
             .count_threshold(usize::MAX)
             .byte_threshold(usize::MAX)
-            .delay_threshold(config.send_delay)
+            .shared_delay(delay.clone())
             .buffered_byte_limit(buffered_bytes)
             .handler_limit(config.concurrent_sends)
             // A peer's batches are numbered as they are sent: one send per peer at a time
@@ -264,7 +271,7 @@ impl Node {
         if let Some(budget) = config.send_budget {
             bundler = bundler.budget(budget);
         }
-        let bulk = Arc::new(BulkPolls::new(config.bulk));
+        let bulk = Arc::new(BulkPolls::new(config.bulk, delay, config.send_delay));
         let bundler = bundler.build_keyed({
             let (link, heart, stats) = (Arc::clone(&link), handle.clone(), Arc::clone(&stats));
             let (last_traffic, bulk) = (Arc::clone(&last_traffic), Arc::clone(&bulk));
@@ -441,23 +448,29 @@ struct BulkPolls {
     bulk: Option<Bulk>,
     left: AtomicU32,
     bought: tokio::sync::Notify,
+    /// The send bundler's delay: [`Bulk::send_delay`] while polls are left, else `send_delay`.
+    delay: bundler::SharedDelay,
+    send_delay: Duration,
 }
 
 impl BulkPolls {
-    fn new(bulk: Option<Bulk>) -> Self {
+    fn new(bulk: Option<Bulk>, delay: bundler::SharedDelay, send_delay: Duration) -> Self {
         BulkPolls {
             bulk,
             left: AtomicU32::new(0),
             bought: tokio::sync::Notify::new(),
+            delay,
+            send_delay,
         }
     }
 
-    /// A batch of `bytes()` was sent or received: bulk buys (refills) the polls. The bytes are
-    /// counted only when bulk polls are on.
+    /// A batch of `bytes()` was sent or received: bulk buys (refills) the polls, and sends
+    /// stop waiting for company. The bytes are counted only when bulk polls are on.
     fn saw(&self, bytes: impl FnOnce() -> usize) {
         if let Some(bulk) = self.bulk
             && bytes() >= bulk.bytes
         {
+            self.delay.set(bulk.send_delay.min(self.send_delay));
             let before = self.left.fetch_max(bulk.polls, Ordering::Relaxed);
             if before == 0 {
                 self.bought.notify_one();
@@ -469,6 +482,13 @@ impl BulkPolls {
         self.left
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok()
+    }
+
+    /// The budget has no bulk poll to spare: the polls are dropped, and sends wait for
+    /// company again.
+    fn spent(&self) {
+        self.left.store(0, Ordering::Relaxed);
+        self.delay.set(self.send_delay);
     }
 
     /// Waits for the next poll: a bulk poll `gap` from now if one is left (a beat out of turn,
@@ -485,6 +505,7 @@ impl BulkPolls {
         };
         loop {
             if self.take() {
+                self.delay.set(bulk.send_delay.min(self.send_delay));
                 tokio::select! {
                     () = tokio::time::sleep(bulk.gap) => {}
                     () = stop.cancelled() => return false,
@@ -494,7 +515,11 @@ impl BulkPolls {
                     return true;
                 }
                 // The budget has no poll to spare: the heart says when.
-                self.left.store(0, Ordering::Relaxed);
+                self.spent();
+            } else {
+                // No poll left: sends wait for company again. A bulk batch seen meanwhile
+                // notifies `bought`, and the next turn sets the bulk delay back.
+                self.delay.set(self.send_delay);
             }
             tokio::select! {
                 beat = heart.tick() => return beat.is_some(),
