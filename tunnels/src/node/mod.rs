@@ -70,8 +70,10 @@ pub const fn poll_budget(polls: NonZeroU32) -> Budget {
 /// waiting for its heartbeat (`min_poll`, 200 ms). The receiver of a bulk transfer reads each
 /// batch moments after it was written, and the sender reads its peer's acknowledgements as
 /// soon: the round trip while data flows is a few calls, not a poll interval, and TCP's window
-/// goes as far. Each such poll is a GET or two, 12.5 times cheaper on S3 than the PUT of the
-/// megabytes that bought it; interactive traffic never reaches `bytes` and is paced as before.
+/// goes as far. While the polls last, sends do not wait for company either
+/// ([`send_delay`](Bulk::send_delay)). Each such poll is a GET or two, 12.5 times cheaper on S3
+/// than the PUT of the megabytes that bought it; pings and keystrokes never reach `bytes`, but
+/// a web page's responses sometimes do (the cost simulation's `web` trace costs 4.6% more).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bulk {
     /// The batch size, sent or received, that counts as bulk.
@@ -138,8 +140,9 @@ pub struct NodeConfig {
     /// you want one object per packet, as the seed's design had.
     pub frames_per_send: usize,
     /// Polling at the speed of the data while it flows in bulk; `None` (the default): always
-    /// on the heart. [`Bulk::default()`] made a 100 MB transfer over a local S3 server 2.5 times
-    /// faster for 15% more per GiB (README, "Bulk transfers: where the time goes").
+    /// on the heart. [`Bulk::default()`] made a 100 MB transfer over a local S3 server 5 times
+    /// faster (11.0 to 56.9 MB/s at the median), for $0.0072 per GiB against $0.0046 (README,
+    /// "Bulk transfers: where the time goes").
     pub bulk: Option<Bulk>,
     /// A ceiling on what the node's calls cost, in dollars a day, priced by the link's
     /// [`prices`](Link::prices): no 24 hours spend more, whatever the traffic (see [`spend`]
