@@ -645,6 +645,9 @@ where
                     // Queued or served: from now on the semaphore keeps later adds behind
                     // this one by itself. Counted any longer, this call would keep others
                     // taking room item by item after it was served, until its task runs.
+                    // (Tokio's `Acquire` takes its place in the queue on its first poll; the
+                    // one exception, a task dump under `tokio_unstable`, returns before it and
+                    // leaves this waiter uncounted and unqueued until its next poll.)
                     waiting = None;
                     poll
                 })
