@@ -70,6 +70,16 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Up(args) = &cli.command
+        && let Err(problem) = args.check()
+    {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        let up = command.find_subcommand_mut("up").expect("the up command");
+        up.set_bin_name("tunnel up");
+        up.error(clap::error::ErrorKind::ArgumentConflict, problem)
+            .exit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

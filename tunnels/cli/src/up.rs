@@ -112,8 +112,9 @@ pub(crate) struct UpArgs {
     /// objects in bulk transfers (README, "Bulk transfers"). TCP takes the smaller MSS of its
     /// two ends, so connections that leave the far node for a network of 1500 are not
     /// affected; UDP datagrams larger than that network's MTU are fragmented there. A TAP
-    /// device's default, 1500, matches the Ethernet segments it is bridged to, and the
-    /// userspace stack's (--userspace) too. [default: 65535 (tun), 1500 (tap, --userspace)]
+    /// device's default, 1500, matches the Ethernet segments it is bridged to (its most is
+    /// 65521: a frame adds 14 bytes), and the userspace stack's (--userspace) too.
+    /// [default: 65535 (tun), 1500 (tap, --userspace)]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1280..=65535))]
     mtu: Option<u32>,
 
@@ -409,7 +410,26 @@ pub(crate) enum Mode {
     Tap,
 }
 
+/// The bytes a TAP device's frame adds to its packet: destination, source, EtherType.
+const ETHERNET_HEADER: usize = 14;
+
 impl UpArgs {
+    /// What clap cannot check: an `Err` is a usage error.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        // A TAP device's frames carry a 14-byte Ethernet header, and a frame holds at most
+        // 65535 bytes on the wire: past 65521, the largest packets could never be sent.
+        let most = tunnels::wire::MAX_FRAME_LEN - ETHERNET_HEADER;
+        if self.mode == Mode::Tap && !self.userspace && self.mtu() as usize > most {
+            return Err(format!(
+                "--mtu {} is too large for a TAP device: its frames add a {ETHERNET_HEADER}-byte \
+                 Ethernet header, and a frame carries at most {} bytes (--mtu {most} at most)",
+                self.mtu(),
+                tunnels::wire::MAX_FRAME_LEN
+            ));
+        }
+        Ok(())
+    }
+
     /// `--mtu`, or the device's default: 65535 for a TUN device, 1500 for a TAP device and
     /// the userspace stack.
     fn mtu(&self) -> u32 {

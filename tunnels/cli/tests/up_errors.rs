@@ -75,6 +75,7 @@ fn bad_flags_are_usage_errors() {
         &["--link", "s3://bucket/x", "--node-id", "xyz"],
         &["--link", "s3://bucket/x", "--network", "fd00::/48"],
         &["--link", "s3://bucket/x", "--mtu", "1000"],
+        &["--link", "s3://bucket/x", "--mode", "tap", "--mtu", "65535"],
         &["--link", "s3://bucket/x", "--min", "5 parsecs"],
         &["--link", "s3://bucket/x", "--metrics", "nowhere"],
         &["--link", "s3://bucket/x", "--max-dollars-per-day", "0"],
@@ -87,6 +88,16 @@ fn bad_flags_are_usage_errors() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {text}");
         assert!(text.contains("error:"), "{args:?}: {text}");
     }
+    let output = tunnel_up(
+        &["--link", "s3://bucket/x", "--mode", "tap", "--mtu", "65522"],
+        local_s3::SECRET_KEY,
+    );
+    assert!(
+        stderr(&output).contains("too large for a TAP device")
+            && stderr(&output).contains("--mtu 65521 at most"),
+        "{}",
+        stderr(&output)
+    );
     let output = tunnel_up(
         &["--link", "s3://bucket/x", "--max-dollars-per-day", "nan"],
         local_s3::SECRET_KEY,
