@@ -451,9 +451,11 @@ struct BulkPolls {
     bulk: Option<Bulk>,
     left: AtomicU32,
     bought: tokio::sync::Notify,
-    /// The send bundler's delay: [`Bulk::send_delay`] while polls are left, else `send_delay`.
+    /// The send bundler's delay: `bulk_delay` while polls are left, else `send_delay`.
     delay: bundler::SharedDelay,
     send_delay: Duration,
+    /// [`Bulk::send_delay`], never longer than `send_delay`.
+    bulk_delay: Duration,
 }
 
 impl BulkPolls {
@@ -464,6 +466,7 @@ impl BulkPolls {
             bought: tokio::sync::Notify::new(),
             delay,
             send_delay,
+            bulk_delay: bulk.map_or(send_delay, |b| b.send_delay.min(send_delay)),
         }
     }
 
@@ -473,7 +476,7 @@ impl BulkPolls {
         if let Some(bulk) = self.bulk
             && bytes() >= bulk.bytes
         {
-            self.delay.set(bulk.send_delay.min(self.send_delay));
+            self.delay.set(self.bulk_delay);
             let before = self.left.fetch_max(bulk.polls, Ordering::Relaxed);
             if before == 0 {
                 self.bought.notify_one();
@@ -485,13 +488,6 @@ impl BulkPolls {
         self.left
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok()
-    }
-
-    /// The budget has no bulk poll to spare: the polls are dropped, and sends wait for
-    /// company again.
-    fn spent(&self) {
-        self.left.store(0, Ordering::Relaxed);
-        self.delay.set(self.send_delay);
     }
 
     /// Waits for the next poll: a bulk poll `gap` from now if one is left (a beat out of turn,
@@ -508,7 +504,7 @@ impl BulkPolls {
         };
         loop {
             if self.take() {
-                self.delay.set(bulk.send_delay.min(self.send_delay));
+                self.delay.set(self.bulk_delay);
                 tokio::select! {
                     () = tokio::time::sleep(bulk.gap) => {}
                     () = stop.cancelled() => return false,
@@ -518,12 +514,11 @@ impl BulkPolls {
                     return true;
                 }
                 // The budget has no poll to spare: the heart says when.
-                self.spent();
-            } else {
-                // No poll left: sends wait for company again. A bulk batch seen meanwhile
-                // notifies `bought`, and the next turn sets the bulk delay back.
-                self.delay.set(self.send_delay);
+                self.left.store(0, Ordering::Relaxed);
             }
+            // No bulk poll now: sends wait for company again. A bulk batch seen meanwhile
+            // notifies `bought`, and the next turn sets the bulk delay back.
+            self.delay.set(self.send_delay);
             tokio::select! {
                 beat = heart.tick() => return beat.is_some(),
                 () = self.bought.notified() => {}
