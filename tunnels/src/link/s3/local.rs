@@ -69,9 +69,12 @@ impl S3 for AsAws {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         self.admit()?;
-        // Only a whole object, and only a key that stays under the root.
-        let whole = (req.input.range.is_none() && !req.input.key.split('/').any(|p| p == ".."))
-            .then(|| self.root.join(&req.input.bucket).join(&req.input.key));
+        // Only a whole object, and only a key that stays under the root (`Path::join` of an
+        // absolute path would replace it).
+        let key = &req.input.key;
+        let under_root = !key.starts_with('/') && !key.split('/').any(|part| part == "..");
+        let whole = (req.input.range.is_none() && under_root)
+            .then(|| self.root.join(&req.input.bucket).join(key));
         match self.fs.get_object(req).await {
             Err(err)
                 if self.answers.missing_key_forbidden && *err.code() == S3ErrorCode::NoSuchKey =>
