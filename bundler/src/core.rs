@@ -507,6 +507,9 @@ where
     /// Cancel safe: dropping the future before it completes gives back the room it had
     /// reserved, and the item (which was not accepted) is dropped with it.
     pub async fn add_wait(&self, key: K, item: T, size: usize) -> Result<(), AddError<T>> {
+        // The same first steps as `add`'s, written out: one helper for both, handing the key
+        // and item back through an `Option`, cost 12% more instructions per item (46.5 M
+        // against 41.5 M, `bundle_items 200000` under callgrind), inlined or not.
         let inner = self.inner();
         let cost = match inner.cost(size) {
             Ok(cost) => cost,
