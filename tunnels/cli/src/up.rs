@@ -251,6 +251,8 @@ Metrics (--metrics), each labelled with the node id:
                                                 delete; on CloudWatch Logs put_log_events,
                                                 get_log_events, create_log_stream,
                                                 create_log_group, put_retention_policy
+  tunnel_store_call_seconds{kind}               how long those calls took (a summary: median,
+                                                p99...), retries and their waits included
   tunnel_store_bytes_total{kind}                the bytes those calls carried (PutLogEvents: as
                                                 ingestion is billed, 26 per event included)
   tunnel_store_retries_total                    calls retried after throttling or failure
