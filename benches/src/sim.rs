@@ -12,6 +12,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tunnels::link::cwl::{CwlLink, CwlLinkConfig, LogsModel, MemoryLogs, ReadMode};
 use tunnels::link::s3::{LatencyModel, MemoryStore, S3Link, S3LinkConfig, Strategy};
 use tunnels::link::{Sealing, Usage};
+use tunnels::node::Bulk;
 use tunnels::wire::text::TextEncoding;
 use tunnels::{Link, Node, NodeConfig, Received};
 
@@ -354,23 +355,44 @@ pub fn run(trace: &Trace, policy: Policy) -> Outcome {
 ///
 /// Panics if the runtime cannot be built.
 pub fn run_on(trace: &Trace, policy: Policy, latency: LatencyModel) -> Outcome {
-    run_sealed_on(trace, policy, latency, None)
+    run_tuned_on(trace, policy, latency, &Tuning::default())
 }
 
-/// The same, every batch sealed with `sealing` when it is given (`costsim --sealed`): what
-/// sealing adds to the bill.
+/// What `costsim`'s flags change in a policy's settings.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    /// Seal every batch (`costsim --sealed`): what sealing adds to the bill.
+    pub sealing: Option<Arc<Sealing>>,
+    /// Poll at the speed of the data while it flows in bulk (`costsim --bulk-polls`, as
+    /// `tunnel up --bulk-polls`): what [`NodeConfig::bulk`] costs. Our policies only
+    /// (`adaptive`, `adaptive+budget`); `fixed` and the seeds' designs poll as they do.
+    pub bulk: Option<Bulk>,
+}
+
+impl Tuning {
+    fn node(&self, policy: Policy, mut node: NodeConfig) -> NodeConfig {
+        if matches!(policy, Policy::Adaptive | Policy::AdaptiveBudget) {
+            node.bulk = self.bulk;
+        }
+        node
+    }
+}
+
+/// The same, with `tuning`'s changes to the policy's settings (`costsim --sealed`,
+/// `--bulk-polls`): what sealing, or bulk polls, add to the bill.
 ///
 /// # Panics
 ///
 /// Panics if the runtime cannot be built.
-pub fn run_sealed_on(
+pub fn run_tuned_on(
     trace: &Trace,
     policy: Policy,
     latency: LatencyModel,
-    sealing: Option<Arc<Sealing>>,
+    tuning: &Tuning,
 ) -> Outcome {
     let (node, mut link) = policy.configs();
-    link.sealing = sealing;
+    link.sealing = tuning.sealing.clone();
+    let node = tuning.node(policy, node);
     paused(simulate(trace, policy, node, link, latency))
 }
 
@@ -384,24 +406,21 @@ pub fn run_sealed_on(
 /// Panics if `policy` has no CloudWatch Logs settings (see [`Policy::CWL`]) or the runtime
 /// cannot be built.
 pub fn run_cwl(trace: &Trace, policy: Policy, model: LogsModel) -> Outcome {
-    run_cwl_sealed(trace, policy, model, None)
+    run_cwl_tuned(trace, policy, model, &Tuning::default())
 }
 
-/// The same, every batch sealed with `sealing` when it is given (`costsim --sealed`).
+/// The same, with `tuning`'s changes to the policy's settings (`costsim --sealed`,
+/// `--bulk-polls`).
 ///
 /// # Panics
 ///
 /// As [`run_cwl`].
-pub fn run_cwl_sealed(
-    trace: &Trace,
-    policy: Policy,
-    model: LogsModel,
-    sealing: Option<Arc<Sealing>>,
-) -> Outcome {
+pub fn run_cwl_tuned(trace: &Trace, policy: Policy, model: LogsModel, tuning: &Tuning) -> Outcome {
     let (node_config, mut link_config) = policy
         .cwl_configs()
         .unwrap_or_else(|| panic!("{} is not a CloudWatch Logs policy", policy.name()));
-    link_config.sealing = sealing;
+    link_config.sealing = tuning.sealing.clone();
+    let node_config = tuning.node(policy, node_config);
     paused(async {
         let logs = MemoryLogs::new(model, 42);
         let link = |me| {

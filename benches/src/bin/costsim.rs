@@ -74,6 +74,18 @@ struct Args {
     #[arg(long)]
     sealed: bool,
 
+    /// Poll at the speed of the data while it flows in bulk, as `tunnel up --bulk-polls`
+    /// does, in our policies (adaptive, adaptive+budget): after each batch of 256 KiB or more,
+    /// sent or received, poll every --bulk-gap this many times, and send without waiting for
+    /// company meanwhile: what they cost on the built-in traces, or on your capture (--pcap),
+    /// against a run without the flag. 0 (the default, as in `tunnel up`): off.
+    #[arg(long, value_name = "POLLS", default_value_t = 0)]
+    bulk_polls: u32,
+
+    /// The time between bulk polls (see --bulk-polls), as `tunnel up --bulk-gap`.
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = bulk_gap)]
+    bulk_gap: Duration,
+
     /// Simulate fleets of these sizes (comma-separated, a hub's server included) instead of
     /// two nodes: see --topology and --hours.
     #[arg(long, value_name = "N[,N...]", value_delimiter = ',', value_parser = fleet_size)]
@@ -117,6 +129,31 @@ fn dollars(text: &str) -> Result<f64, String> {
             "{text:?} is not a number of dollars above zero (such as 0.05)"
         )),
     }
+}
+
+/// A duration above zero such as `10ms` or `0.01` (seconds), as `tunnel up` takes them.
+fn bulk_gap(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let gap = match text.parse::<f64>() {
+        Ok(seconds) => Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}")),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("{text:?} is not a duration such as 10ms or 0.01: {e}")),
+    }?;
+    if gap.is_zero() {
+        return Err(
+            "a gap of 0 would poll without pause: give one above zero, such as 10ms".into(),
+        );
+    }
+    Ok(gap)
+}
+
+/// The bulk polls of `--bulk-polls` and `--bulk-gap`.
+fn bulk(args: &Args) -> Option<tunnels::node::Bulk> {
+    (args.bulk_polls > 0).then(|| tunnels::node::Bulk {
+        polls: args.bulk_polls,
+        gap: args.bulk_gap,
+        ..tunnels::node::Bulk::default()
+    })
 }
 
 /// The ceiling sweep: a day of each trace under each ceiling, over each link.
@@ -342,6 +379,13 @@ fn main() -> ExitCode {
         eprintln!("costsim: --nodes and --max-dollars-per-day are separate runs: give one");
         return ExitCode::from(2);
     }
+    if args.bulk_polls > 0 && (!args.nodes.is_empty() || !args.max_dollars_per_day.is_empty()) {
+        eprintln!(
+            "costsim: --bulk-polls goes with the two-node runs (the built-in traces or --pcap), \
+             not with --nodes or --max-dollars-per-day"
+        );
+        return ExitCode::from(2);
+    }
     if !args.nodes.is_empty() {
         return run_fleets(&args);
     }
@@ -397,18 +441,22 @@ fn main() -> ExitCode {
                         .expect("one key");
                 std::sync::Arc::new(tunnels::link::Sealing::new(keys, "costsim"))
             });
+            let tuning = sim::Tuning {
+                sealing,
+                bulk: bulk(&args),
+            };
             let outcome = match (link, args.latency) {
                 (LinkKind::S3, Latency::Service) => {
-                    sim::run_sealed_on(trace, policy, LatencyModel::S3_STANDARD, sealing)
+                    sim::run_tuned_on(trace, policy, LatencyModel::S3_STANDARD, &tuning)
                 }
                 (LinkKind::S3, Latency::None) => {
-                    sim::run_sealed_on(trace, policy, LatencyModel::NONE, sealing)
+                    sim::run_tuned_on(trace, policy, LatencyModel::NONE, &tuning)
                 }
                 (LinkKind::Cwl, Latency::Service) => {
-                    sim::run_cwl_sealed(trace, policy, LogsModel::CLOUDWATCH, sealing)
+                    sim::run_cwl_tuned(trace, policy, LogsModel::CLOUDWATCH, &tuning)
                 }
                 (LinkKind::Cwl, Latency::None) => {
-                    sim::run_cwl_sealed(trace, policy, LogsModel::LOCAL, sealing)
+                    sim::run_cwl_tuned(trace, policy, LogsModel::LOCAL, &tuning)
                 }
             };
             eprintln!(
@@ -426,6 +474,15 @@ fn main() -> ExitCode {
         (false, LinkKind::S3) => report::checks(&outcomes),
         (false, LinkKind::Cwl) => report::checks_cwl(&outcomes, DEFAULT_READ_RATE),
     };
+    if let Some(b) = bulk(&args) {
+        println!(
+            "With bulk polls (--bulk-polls {} --bulk-gap {}) in adaptive and adaptive+budget: \
+             after a batch of {} KiB or more, sent or received.\n",
+            b.polls,
+            humantime::format_duration(b.gap),
+            b.bytes >> 10
+        );
+    }
     println!("{}", report::table(&outcomes));
     print!("{}", report::check_lines(&checks));
 

@@ -160,7 +160,8 @@ pub(crate) struct UpArgs {
     /// wait --send-delay for company. Off (0) by default: over a local S3 server, 20 took a
     /// 100 MB transfer from a median 11.0 to 56.9 MB/s, for $0.0072 per GiB instead of
     /// $0.0046; in the cost simulation it costs 4.6% more on the web trace and 22% more per
-    /// GiB on the bulk trace (README, "Bulk transfers").
+    /// GiB on the bulk trace (README, "Bulk transfers"). `costsim --bulk-polls 20 --pcap
+    /// FILE` says what they would cost on your own traffic.
     #[arg(long, value_name = "POLLS", default_value_t = 0)]
     bulk_polls: u32,
 
