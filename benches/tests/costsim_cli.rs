@@ -149,6 +149,17 @@ fn arguments_that_do_not_go_together_exit_with_2_and_say_why() {
             &["--max-dollars-per-day", "1", "--latency", "none"][..],
             "--latency none",
         ),
+        // Flags the run would ignore are refused, not ignored.
+        (&["--mtu", "9000"][..], "--pcap"),
+        (&["--seed", "3"][..], "--nodes"),
+        (
+            &["--nodes", "3", "--sealed"][..],
+            "cannot be used with '--sealed'",
+        ),
+        (
+            &["--nodes", "3", "--latency", "none"][..],
+            "cannot be used with '--latency",
+        ),
         (&["--bulk-gap", "0"][..], "a gap of 0"),
         (&["--bulk-gap", "soon"][..], "not a duration"),
         (

@@ -60,18 +60,19 @@ struct Args {
     /// segments merged by the network card) are replayed as the kernel would send them through
     /// a device of this MTU.
     #[arg(long, value_name = "BYTES", default_value_t = benches::pcap::DEFAULT_MTU,
-          value_parser = mtu)]
+          value_parser = mtu, requires = "pcap")]
     mtu: usize,
 
     /// The service's latency: s3 (the service's own: S3 Standard's, or CloudWatch Logs' with
     /// its read quotas; `cloudwatch` is the same) or none (a local server without quotas, to
     /// compare with measurements against one).
-    #[arg(long, value_name = "MODEL", default_value = "s3", value_parser = latency)]
+    #[arg(long, value_name = "MODEL", default_value = "s3", value_parser = latency,
+          conflicts_with = "nodes")]
     latency: Latency,
 
     /// Seal every batch with a network key, as `tunnel up --key-file` does: what sealing
     /// adds to calls and dollars (48 bytes a batch).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nodes")]
     sealed: bool,
 
     /// Poll at the speed of the data while it flows in bulk, as `tunnel up --bulk-polls`
@@ -113,7 +114,7 @@ struct Args {
     max_dollars_per_day: Vec<f64>,
 
     /// With --nodes, the seed of the traffic, the start times and the service's latency.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "nodes")]
     seed: u64,
 
     /// Where to write report.md and costsim.svg (fleet.md with --nodes).
