@@ -310,31 +310,36 @@ struct Moto {
 
 impl Moto {
     async fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = tokio::process::Command::new(moto_server())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        use tokio::io::AsyncBufReadExt;
+        // Port 0: the server binds a free port itself and says which (a port found free here
+        // and handed over could be taken meanwhile by another test's server).
+        let mut child = tokio::process::Command::new(moto_server())
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("moto_server starts");
-        for _ in 0..300 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Moto {
-                    child,
-                    endpoint: format!("http://127.0.0.1:{port}"),
-                };
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+        let port = tokio::time::timeout(Duration::from_secs(30), async {
+            // " * Running on http://127.0.0.1:41234"
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(at) = line.find("Running on http://") {
+                    return line[at..].rsplit(':').next()?.trim().parse::<u16>().ok();
+                }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .expect("moto_server says within 30 s where it runs");
+        // Every request is logged there: read the pipe to its end, or the server would block.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
         }
-        panic!("moto_server did not listen on port {port} within 30 s");
     }
 }
 

@@ -2,9 +2,11 @@
 //! Logs on a local port, for the tests that need the real service's API through the real AWS
 //! SDK. A test whose server cannot be started fails; it does not skip.
 
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -44,25 +46,52 @@ impl Moto {
     }
 
     fn start_with(host: IpAddr, env: &[(&str, &str)]) -> Moto {
-        let port = TcpListener::bind((host, 0))
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let addr = SocketAddr::new(host, port);
-        let child = Command::new(moto_server())
-            .args(["-H", &host.to_string(), "-p", &port.to_string()])
+        // Port 0: the server binds a free port itself and says which. A port found free here
+        // and handed over could be taken meanwhile by another test's server, which this one
+        // would then talk to (and lose when that test stops it).
+        let mut child = Command::new(moto_server())
+            .args(["-H", &host.to_string(), "-p", "0"])
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("starting moto_server");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (port_tx, port_rx) = mpsc::channel();
+        thread::spawn(move || {
+            // " * Running on http://127.0.0.1:41234" (or http://[::1]:41234); every request is
+            // logged after it, so the pipe is read to its end, or the server would block.
+            let mut port_tx = Some(port_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("Running on http://")
+                    && let Some(tx) = port_tx.take()
+                {
+                    let port = line[at..]
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.trim().parse().ok());
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port: u16 = match port_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(port)) => port,
+            Ok(None) => panic!("moto_server said where it runs in a way this cannot read"),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("moto_server did not start on {host} within 30 s: {status:?}");
+            }
+        };
+        let addr = SocketAddr::new(host, port);
         let moto = Moto { child, addr };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "moto_server did not start on {addr}"
+                "moto_server did not answer on {addr}"
             );
             thread::sleep(Duration::from_millis(100));
         }
