@@ -183,7 +183,7 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "DOLLARS", value_parser = parse_dollars)]
     max_dollars_per_day: Option<f64>,
 
-    /// The time between bulk polls (see --bulk-polls).
+    /// The time between bulk polls (see --bulk-polls), above zero.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     bulk_gap: Duration,
 
@@ -429,6 +429,14 @@ impl UpArgs {
                 self.mtu(),
                 tunnels::wire::MAX_FRAME_LEN
             ));
+        }
+        // Bulk polls with no gap would go back to back, 20 GETs or more at once per batch.
+        if self.bulk_polls > 0 && self.bulk_gap.is_zero() {
+            return Err(
+                "--bulk-gap 0 would poll without pause: give one above zero, such as \
+                        10ms (the default)"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -81,6 +81,14 @@ fn bad_flags_are_usage_errors() {
         &["--link", "s3://bucket/x", "--max-dollars-per-day", "0"],
         &["--link", "s3://bucket/x", "--max-dollars-per-day", "-1"],
         &["--link", "s3://bucket/x", "--max-dollars-per-day", "a lot"],
+        &[
+            "--link",
+            "s3://bucket/x",
+            "--bulk-polls",
+            "20",
+            "--bulk-gap",
+            "0",
+        ],
         &[],
     ] {
         let output = tunnel_up(args, local_s3::SECRET_KEY);
@@ -88,6 +96,22 @@ fn bad_flags_are_usage_errors() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {text}");
         assert!(text.contains("error:"), "{args:?}: {text}");
     }
+    let output = tunnel_up(
+        &[
+            "--link",
+            "s3://bucket/x",
+            "--bulk-polls",
+            "20",
+            "--bulk-gap",
+            "0s",
+        ],
+        local_s3::SECRET_KEY,
+    );
+    assert!(
+        stderr(&output).contains("--bulk-gap 0 would poll without pause"),
+        "{}",
+        stderr(&output)
+    );
     let output = tunnel_up(
         &["--link", "s3://bucket/x", "--mode", "tap", "--mtu", "65522"],
         local_s3::SECRET_KEY,
