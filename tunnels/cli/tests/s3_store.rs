@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +11,10 @@ use tunnels::Link;
 use tunnels::link::s3::local::{Answers, LocalS3};
 use tunnels::link::s3::{ObjectStore, S3Link, S3LinkConfig, S3Store, S3StoreConfig, Strategy};
 use tunnels::link::{RetryPolicy, StoreErrorKind};
+
+mod e2e;
+
+use e2e::moto::Moto;
 
 /// A directory removed when the test ends, however it ends.
 struct TempDir(PathBuf);
@@ -280,82 +283,13 @@ async fn a_server_that_goes_away_is_retried_until_it_is_back() {
     assert_eq!(got[0].frames, [Bytes::from_static(b"through the outage")]);
 }
 
-/// `moto_server`: from `.venv` (where `scripts/test` installs it), `$MOTO_SERVER`, or `PATH`.
-fn moto_server() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
-    if let Some(path) = std::env::var_os("MOTO_SERVER") {
-        return PathBuf::from(path);
-    }
-    if venv.exists() {
-        return venv;
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("moto_server"))
-        .find(|candidate| candidate.exists());
-    on_path.unwrap_or_else(|| {
-        panic!(
-            "moto_server not found: run scripts/test, which installs it into .venv, or set \
-             MOTO_SERVER"
-        )
-    })
-}
-
-/// A `moto_server` on a free loopback port, killed when dropped.
-struct Moto {
-    child: tokio::process::Child,
-    endpoint: String,
-}
-
-impl Moto {
-    async fn start() -> Moto {
-        use tokio::io::AsyncBufReadExt;
-        // Port 0: the server binds a free port itself and says which (a port found free here
-        // and handed over could be taken meanwhile by another test's server).
-        let mut child = tokio::process::Command::new(moto_server())
-            .args(["-H", "127.0.0.1", "-p", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("moto_server starts");
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
-        let port = tokio::time::timeout(Duration::from_secs(30), async {
-            // " * Running on http://127.0.0.1:41234"
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(at) = line.find("Running on http://") {
-                    return line[at..].rsplit(':').next()?.trim().parse::<u16>().ok();
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .expect("moto_server says within 30 s where it runs");
-        // Every request is logged there: read the pipe to its end, or the server would block.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
 #[tokio::test]
 async fn the_store_on_moto() {
-    let moto = Moto::start().await;
+    let moto = Moto::start(std::net::IpAddr::from([127, 0, 0, 1]));
     let config = S3StoreConfig {
         bucket: "bucket".into(),
         region: Some("us-east-1".into()),
-        endpoint_url: Some(moto.endpoint.clone()),
+        endpoint_url: Some(moto.endpoint_url()),
         path_style: true,
         credentials: Some(("testing".into(), "testing".into())),
         ..S3StoreConfig::default()

@@ -22,15 +22,26 @@ pub(crate) struct Moto {
     addr: SocketAddr,
 }
 
-/// Where `scripts/test` installs it.
+/// `moto_server`: `$MOTO_SERVER`, else `.venv` (where `scripts/test` installs it), else `PATH`.
 fn moto_server() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/test, which installs moto[server] into .venv",
-        path.display()
-    );
-    path
+    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("moto_server"))
+        .find(|candidate| candidate.exists());
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "moto_server not found: run scripts/test, which installs moto[server] into .venv, \
+             or set MOTO_SERVER"
+        )
+    })
 }
 
 impl Moto {
